@@ -1,0 +1,44 @@
+# Two commands on a fresh machine: `make run` and `make test`.
+PYTHON ?= python3
+VENV   ?= .venv
+PY      = $(VENV)/bin/python
+CTK     = $(VENV)/bin/ctk
+# Debian packages the tests drive for real: nginx, dig (dnsutils), etcd (bench peer), keepalived (LVS check)
+DEBS    = nginx:nginx dig:dnsutils
+SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+.PHONY: setup debs run test test-fast lint bench clean
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[test]'
+	touch $@
+
+debs:
+	@missing=""; for pair in $(DEBS); do bin=$${pair%%:*}; pkg=$${pair##*:}; \
+	  command -v $$bin >/dev/null 2>&1 || [ -x /usr/sbin/$$bin ] || missing="$$missing $$pkg"; done; \
+	if [ -n "$$missing" ]; then echo "installing Debian packages:$$missing"; \
+	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing >/dev/null; fi
+
+run: setup
+	$(CTK) agent -dev -config-dir examples/services
+
+lint: setup
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy
+
+test: setup debs lint
+	$(PY) -m pytest -q -p no:cacheprovider
+
+# Local loop: skips the multi-process tests.
+test-fast: setup
+	$(PY) -m pytest -q -m 'not slow'
+
+bench: setup
+	$(PY) bench/kv_bench.py
+
+clean:
+	rm -rf $(VENV) build *.egg-info .mypy_cache .ruff_cache .pytest_cache

@@ -1,0 +1,55 @@
+"""The aiohttp application: every ``/v1`` route behind one dispatcher with Consul's 404/405 rules.
+
+aiohttp was chosen over the alternatives for blocking queries: an idle long-poll costs one suspended
+coroutine and one timer, so thousands of waiters are cheap, and its request path is among the
+fastest pure-asyncio HTTP servers.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from aiohttp import web
+
+from agent.http import agent_endpoint, catalog_endpoint, kv_endpoint, session_endpoint
+from agent.http.core import MAX_BODY, Router, error_middleware
+
+if TYPE_CHECKING:
+    from agent.server import Agent
+
+__all__ = ["build_app"]
+
+ROUTER = Router(
+    agent_endpoint.ROUTES + catalog_endpoint.ROUTES + kv_endpoint.ROUTES + session_endpoint.ROUTES
+)
+
+
+async def dispatch(request: web.Request) -> web.StreamResponse:
+    path = request.path
+    found = ROUTER.find(path)
+    if found is None:
+        if path == "/":
+            agent: Agent = request.app["agent"]
+            if agent.config.ui:
+                raise web.HTTPMovedPermanently("/ui/")
+            return web.Response(text="Consul Agent: UI disabled. To enable, set ui_config.enabled=true in the "
+                                     "agent configuration and restart.")
+        if path.startswith("/v1/"):
+            return web.Response(status=404, text="Invalid URL path: not a recognized HTTP API endpoint")
+        return web.Response(status=404, text="Invalid URL path: if attempting to use the HTTP API, ensure "
+                                             "the path starts with '/v1/'")
+    route, rest = found
+    allow = ", ".join(["OPTIONS", *route.methods])
+    if request.method == "OPTIONS":
+        return web.Response(status=200, headers={"Allow": allow})
+    handler = route.methods.get(request.method)
+    if handler is None:
+        return web.Response(status=405, text=f"method {request.method} not allowed", headers={"Allow": allow})
+    return await handler(request, rest)
+
+
+def build_app(agent: Agent) -> web.Application:
+    app = web.Application(middlewares=[error_middleware], client_max_size=MAX_BODY)
+    app["agent"] = agent
+    app.router.add_route("*", "/{tail:.*}", dispatch)
+    return app

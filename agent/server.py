@@ -1,0 +1,482 @@
+"""The composition root: the one place that builds and wires an agent's parts.
+
+Config → state store → consensus (Standalone today; Raft for clusters) → local state + anti-entropy
+→ check scheduler → session TTL timers → HTTP API. Nothing else constructs these; everything else
+receives what it needs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import signal
+import time
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+
+from agent import config as config_mod
+from agent.checks.errors import InvalidCheckStatus, NotTTLCheck, ScriptChecksDisabled
+from agent.checks.policy import require_script_checks_allowed
+from agent.checks.scheduler import CheckScheduler
+from agent.config import AgentConfig, ConfigError
+from agent.consensus import Consensus
+from agent.http.app import build_app
+from agent.http.core import HTTPError
+from agent.local.definitions import (
+    CheckDefinition,
+    DefinitionError,
+    ServiceDefinition,
+    parse_check,
+    parse_service,
+)
+from agent.local.state import LocalCheck, LocalState, UnknownCheck, UnknownService
+from agent.local.sync import AntiEntropy
+from agent.session_timers import SessionTimers
+from agent.standalone import Standalone
+from agent.state import commands
+from agent.state.commands import Command
+from agent.state.journal import Journal
+from agent.state.store import Store
+from agent.state.structs import PASSING, SERF_CHECK_ID
+
+__all__ = ["Agent", "run"]
+
+log = logging.getLogger("ctk.agent")
+
+SERVER_SERVICE = "consul"  # every server appears as service "consul", as in Consul
+
+
+class Agent:
+    version = config_mod.VERSION
+
+    def __init__(self, cfg: AgentConfig) -> None:
+        self.config = cfg
+        self.node_name = cfg.node_name
+        self.datacenter = cfg.datacenter
+        self.node_id = config_mod.persisted_node_id(cfg)
+        self.store = Store()
+        journal = Journal(Path(cfg.data_dir) / "state") if cfg.data_dir else None
+        self.server_address = f"{cfg.advertise}:{cfg.ports.server}"
+        self.consensus: Consensus = Standalone(
+            self.store, self.server_address, self.node_id, self.node_name, journal,
+            snapshot_threshold=cfg.raft_snapshot_threshold)
+        self.local = LocalState(on_change=self._local_changed)
+        self.checks = CheckScheduler(self._check_result)
+        self.local.on_check_added = self._start_check
+        self.local.on_check_removed = self.checks.remove
+        self.sync = AntiEntropy(self._node_record, self.local, self.store, self.write,
+                                skip_services=frozenset({SERVER_SERVICE}) if cfg.server else frozenset())
+        self.sessions = SessionTimers(self.write)
+        self.started_at = time.time()
+        self._runner: web.AppRunner | None = None
+        self._stop = asyncio.Event()
+        self._local_version = 0
+        self._local_waiters: list[asyncio.Future[None]] = []
+        self.http_address = ""
+
+    # --------------------------------------------------------------- writes
+
+    async def write(self, command: Command) -> Any:
+        return await self.consensus.apply(command)
+
+    # ---------------------------------------------------------- local state
+
+    def _local_changed(self) -> None:
+        self._local_version += 1
+        for fut in self._local_waiters:
+            if not fut.done():
+                fut.set_result(None)
+        self._local_waiters.clear()
+        self.sync.trigger()
+
+    async def wait_local_change(self, timeout_s: float) -> None:
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._local_waiters.append(fut)
+        try:
+            await asyncio.wait_for(fut, timeout_s)
+        except TimeoutError:
+            pass
+
+    async def after_local_change(self) -> None:
+        """Consul syncs synchronously after an agent-endpoint write; failures are only logged."""
+        try:
+            await self.sync.sync_once()
+        except Exception as err:
+            log.warning("sync after local change failed (will retry): %s", err)
+
+    def _start_check(self, lc: LocalCheck) -> None:
+        spec = lc.definition.spec
+        if spec is not None:
+            self.checks.add(lc.check_id, spec)
+
+    def _check_result(self, check_id: str, status: str, output: str) -> None:
+        try:
+            self.local.update_check(check_id, status, output, now=time.time())
+        except UnknownCheck:
+            pass
+
+    def _check_script_policy(self, checks: Iterable[CheckDefinition], source: str) -> None:
+        for chk in checks:
+            if chk.spec is None or chk.spec.type != "script":
+                continue
+            try:
+                require_script_checks_allowed(
+                    chk.spec, "http" if source == "http" else "config", check_id=chk.check_id,
+                    enable_script_checks=self.config.enable_script_checks,
+                    enable_local_script_checks=self.config.enable_local_script_checks)
+            except ScriptChecksDisabled as err:
+                raise HTTPError(400, str(err)) from None
+
+    async def register_service(self, svc: ServiceDefinition, source: str, replace_existing_checks: bool = False) -> None:
+        self._check_script_policy(svc.checks, source)
+        self.local.add_service(svc, source, replace_existing_checks)
+        self._persist_local()
+        await self.after_local_change()
+
+    async def deregister_service(self, service_id: str) -> None:
+        if service_id == SERVER_SERVICE and self.config.server:
+            raise HTTPError(400, "Cannot deregister the consul service of a server")
+        self.local.remove_service(service_id)
+        self._persist_local()
+        await self.after_local_change()
+
+    async def register_check(self, chk: CheckDefinition, source: str) -> None:
+        self._check_script_policy([chk], source)
+        self.local.add_check(chk, source)
+        self._persist_local()
+        await self.after_local_change()
+
+    async def deregister_check(self, check_id: str) -> None:
+        self.local.remove_check(check_id)
+        self._persist_local()
+        await self.after_local_change()
+
+    async def update_ttl_check(self, check_id: str, status: str, output: str) -> None:
+        try:
+            self.checks.ttl_update(check_id, status, output)
+        except NotTTLCheck as err:
+            raise HTTPError(500, str(err)) from None
+        except InvalidCheckStatus as err:
+            raise HTTPError(400, str(err)) from None
+        await self.after_local_change()
+
+    # ------------------------------------------------- persistence of local
+
+    def _local_file(self) -> Path | None:
+        return Path(self.config.data_dir) / "local-state.json" if self.config.data_dir else None
+
+    def _persist_local(self) -> None:
+        """API-registered services and checks survive restarts (Consul keeps them under the data dir)."""
+        path = self._local_file()
+        if path is None:
+            return
+        data = {
+            "services": [_raw_service(ls.definition) for ls in self.local.services.values() if ls.source == "http"],
+            "checks": [{"id": lc.check_id, "name": lc.definition.name, "serviceid": lc.definition.service_id,
+                        "notes": lc.definition.notes, "status": lc.definition.status, **lc.definition.raw}
+                       for lc in self.local.checks.values()
+                       if lc.source == "http" and (not lc.definition.service_id
+                                                   or self.local.services[lc.definition.service_id].source != "http")],
+        }
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(data))
+        os.replace(tmp, path)
+
+    def _load_persisted_local(self) -> None:
+        path = self._local_file()
+        if path is None or not path.exists():
+            return
+        try:
+            data = json.loads(path.read_text())
+            for raw in data.get("services", []):
+                self.local.add_service(parse_service(raw), "http")
+            for raw in data.get("checks", []):
+                self.local.add_check(parse_check(raw), "http")
+        except (ValueError, DefinitionError, UnknownService) as err:
+            log.error("%s: could not restore API-registered services: %s", path, err)
+
+    # --------------------------------------------------------------- config
+
+    def _load_config_definitions(self, cfg: AgentConfig) -> tuple[list[ServiceDefinition], list[CheckDefinition]]:
+        """Parse config-file definitions. A malformed one is fatal (ConfigError naming file and field);
+        one the script-check policy refuses is skipped with an error line, the rest still load."""
+        services: list[ServiceDefinition] = []
+        checks: list[CheckDefinition] = []
+        errors: list[str] = []
+        for raw, is_service in [(r, True) for r in cfg.services] + [(r, False) for r in cfg.checks]:
+            source = raw.get("__source", "config")
+            body = {k: v for k, v in raw.items() if k != "__source"}
+            label = f"{source}: {'service' if is_service else 'check'} {body.get('name') or body.get('Name') or '?'}"
+            try:
+                if is_service:
+                    svc = parse_service(body)
+                    self._check_script_policy(svc.checks, "config")
+                    services.append(svc)
+                else:
+                    chk = parse_check(body)
+                    self._check_script_policy([chk], "config")
+                    checks.append(chk)
+            except DefinitionError as err:
+                errors.append(f"{label}: {err}")
+            except HTTPError as err:
+                log.error("%s refused: %s", label, err.text)
+        if errors:
+            raise ConfigError("; ".join(errors))
+        return services, checks
+
+    def _apply_config_definitions(self, services: list[ServiceDefinition], checks: list[CheckDefinition]) -> None:
+        for sid in [sid for sid, ls in self.local.services.items() if ls.source == "config"]:
+            if sid not in {s.id for s in services}:
+                self.local.remove_service(sid)
+        for cid in [cid for cid, lc in self.local.checks.items() if lc.source == "config" and not lc.definition.service_id]:
+            if cid not in {c.check_id for c in checks}:
+                self.local.remove_check(cid)
+        for svc in services:
+            self.local.add_service(svc, "config")
+        for chk in checks:
+            try:
+                self.local.add_check(chk, "config")
+            except UnknownService as err:
+                raise ConfigError(f"check {chk.check_id}: ServiceID {err.args[0]!r} does not exist") from None
+
+    async def reload(self) -> list[str]:
+        """SIGHUP / ``ctk reload``: re-read config files; on error keep the running configuration."""
+        flags = {"config_file": list(self.config.config_files), "config_dir": list(self.config.config_dirs)}
+        try:
+            fresh = config_mod.from_sources(flags)
+            services, checks = self._load_config_definitions(fresh.with_(
+                enable_script_checks=self.config.enable_script_checks,
+                enable_local_script_checks=self.config.enable_local_script_checks))
+        except ConfigError as err:
+            log.error("reload failed, keeping the running configuration: %s", err)
+            return [str(err)]
+        self._apply_config_definitions(services, checks)
+        log.info("reloaded configuration: %d services, %d checks from files", len(services), len(checks))
+        await self.after_local_change()
+        return []
+
+    # ---------------------------------------------------------------- node
+
+    def _node_record(self) -> dict[str, Any]:
+        addr = self.config.advertise
+        return {
+            "node": self.node_name,
+            "address": addr,
+            "id": self.node_id,
+            "datacenter": self.datacenter,
+            "tagged_addresses": {"lan": addr, "lan_ipv4": addr, "wan": addr, "wan_ipv4": addr},
+            "meta": dict(self.config.node_meta) or {"consul-network-segment": ""},
+        }
+
+    async def _leader_reconcile(self) -> None:
+        """What Consul's leader does for every alive member: node + serfHealth, and ``consul`` on servers."""
+        now = time.time()
+        serf = {"node": self.node_name, "check_id": SERF_CHECK_ID, "name": "Serf Health Status",
+                "status": PASSING, "output": "Agent alive and reachable", "type": ""}
+        await self.write(commands.register(self._node_record(), checks=[serf], now=now))
+        if self.config.server:
+            svc = {"node": self.node_name, "id": SERVER_SERVICE, "service": SERVER_SERVICE, "port": self.config.ports.server,
+                   "meta": {"raft_version": "3", "serf_protocol_current": "2", "serf_protocol_min": "1",
+                            "serf_protocol_max": "5", "version": self.version}}
+            await self.write(commands.register({"node": self.node_name}, service=svc, skip_node_update=True, now=now))
+
+    # ------------------------------------------------------------- members
+
+    def member_tags(self) -> dict[str, str]:
+        tags = {"dc": self.datacenter, "id": self.node_id, "segment": "", "vsn": "2", "vsn_min": "2",
+                "vsn_max": "3", "build": f"{self.version}:ctk"}
+        if self.config.server:
+            tags.update(role="consul", port=str(self.config.ports.server), raft_vsn="3",
+                        wan_join_port=str(self.config.ports.serf_wan))
+            if self.config.bootstrap:
+                tags["bootstrap"] = "1"
+            if self.config.bootstrap_expect:
+                tags["expect"] = str(self.config.bootstrap_expect)
+        else:
+            tags["role"] = "node"
+        return tags
+
+    def members_json(self, wan: bool = False) -> list[dict[str, Any]]:
+        if wan and not self.config.server:
+            return []
+        return [{
+            "Name": f"{self.node_name}.{self.datacenter}" if wan else self.node_name,
+            "Addr": self.config.advertise,
+            "Port": self.config.ports.serf_wan if wan else self.config.ports.serf_lan,
+            "Tags": self.member_tags(),
+            "Status": 1,
+            "ProtocolMin": 1, "ProtocolMax": 5, "ProtocolCur": 2,
+            "DelegateMin": 2, "DelegateMax": 5, "DelegateCur": 4,
+        }]
+
+    def self_json(self) -> dict[str, Any]:
+        cfg = self.config
+        checks = list(self.local.checks.values())
+        stats: dict[str, dict[str, str]] = {
+            "agent": {
+                "check_monitors": str(sum(1 for c in checks if c.definition.type == "script")),
+                "check_ttls": str(sum(1 for c in checks if c.definition.type == "ttl")),
+                "checks": str(len(checks)),
+                "services": str(len(self.local.services)),
+            },
+            "build": {"prerelease": "", "revision": "ctk", "version": self.version, "version_metadata": ""},
+            "consul": {
+                "acl": "disabled",
+                "bootstrap": str(cfg.bootstrap).lower(),
+                "known_datacenters": "1",
+                "leader": str(self.consensus.is_leader()).lower(),
+                "leader_addr": self.consensus.leader_address(),
+                "server": str(cfg.server).lower(),
+            },
+            "runtime": {"arch": os.uname().machine, "cpu_count": str(os.cpu_count() or 1),
+                        "os": os.uname().sysname.lower(), "version": "python"},
+        }
+        if cfg.server:
+            stats["raft"] = self.consensus.stats()
+        return {
+            "Config": {
+                "Datacenter": self.datacenter, "PrimaryDatacenter": self.datacenter, "NodeName": self.node_name,
+                "NodeID": self.node_id, "Revision": "ctk", "Server": cfg.server, "Version": self.version,
+                "BuildDate": "",
+            },
+            "DebugConfig": {
+                "Bootstrap": cfg.bootstrap, "BootstrapExpect": cfg.bootstrap_expect, "DataDir": cfg.data_dir,
+                "ClientAddrs": [cfg.client_addr], "BindAddr": cfg.bind_addr, "DevMode": cfg.dev,
+                "EnableScriptChecks": cfg.enable_script_checks,
+                "EnableLocalScriptChecks": cfg.enable_local_script_checks,
+                "HTTPPort": cfg.ports.http, "DNSPort": cfg.ports.dns, "ServerPort": cfg.ports.server,
+                "SerfPortLAN": cfg.ports.serf_lan, "DNSDomain": cfg.domain, "RetryJoinLAN": list(cfg.retry_join),
+            },
+            "Coord": None,
+            "Member": self.members_json()[0],
+            "Stats": stats,
+            "Meta": dict(cfg.node_meta) or {"consul-network-segment": ""},
+        }
+
+    async def fire_event(self, record: dict[str, Any]) -> None:
+        """A user event. Until gossip carries events, a single agent records it in its own store."""
+        await self.write(commands.event(record))
+
+    async def join(self, addresses: list[str], wan: bool = False) -> int:
+        """A single-node agent has nobody to gossip with yet; joins are accepted (gossip issue)."""
+        log.info("join %s accepted (no gossip layer in this agent yet)", ", ".join(addresses))
+        return len(addresses)
+
+    async def force_leave(self, node: str, prune: bool = False) -> None:
+        if node == self.node_name:
+            raise HTTPError(500, "cannot force-leave self")
+        if node not in self.store.nodes:
+            raise HTTPError(500, f"agent: No node found with name '{node}'")
+
+    def request_leave(self) -> None:
+        log.info("graceful leave requested")
+        asyncio.get_running_loop().call_later(0.05, self._stop.set)
+
+    # ------------------------------------------------------------ lifecycle
+
+    async def start(self) -> None:
+        cfg = self.config
+        if isinstance(self.consensus, Standalone):
+            replayed = self.consensus.recover()
+            if replayed or self.store.last_index:
+                log.info("restored state at index %d (%d log records replayed)", self.store.last_index, replayed)
+        for key in cfg.ignored_keys:
+            log.warning("config key %r is not implemented by ctk and was ignored", key)
+        services, checks = self._load_config_definitions(cfg)
+        self._apply_config_definitions(services, checks)
+        self._load_persisted_local()
+        await self._leader_reconcile()
+        await self.sync.sync_once()
+        self.sync.start()
+        self.sessions.start(self.store)
+        if cfg.ports.http >= 0:
+            app = build_app(self)
+            self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
+            await self._runner.setup()
+            site = web.TCPSite(self._runner, cfg.client_addr, cfg.ports.http, reuse_address=True, backlog=1024)
+            await site.start()
+            self.http_address = f"{cfg.client_addr}:{cfg.ports.http}"
+        log.info("ctk agent %s running: node=%s dc=%s server=%s http=%s data_dir=%s",
+                 self.version, self.node_name, self.datacenter, cfg.server, self.http_address or "off",
+                 cfg.data_dir or "(in memory)")
+        if cfg.dev:
+            log.info("dev mode: in-memory state, this agent is its own leader; do not use in production")
+
+    async def wait(self) -> None:
+        await self._stop.wait()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    async def close(self) -> None:
+        await self.sync.stop()
+        await self.sessions.stop()
+        await self.checks.stop()
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+        await self.consensus.close()
+
+
+def _raw_service(svc: ServiceDefinition) -> dict[str, Any]:
+    return {
+        "id": svc.id, "name": svc.name, "tags": svc.tags, "address": svc.address,
+        "taggedaddresses": svc.tagged_addresses, "meta": svc.meta, "port": svc.port, "weights": svc.weights,
+        "enabletagoverride": svc.enable_tag_override, "kind": svc.kind,
+        "checks": [{"id": c.check_id, "name": c.name, "notes": c.notes, "status": c.status,
+                    **{k: v for k, v in c.raw.items() if k not in ("id", "checkid", "name", "notes", "status",
+                                                                   "serviceid")}}
+                   for c in svc.checks],
+    }
+
+
+def _setup_logging(cfg: AgentConfig) -> None:
+    level = {"trace": logging.DEBUG, "debug": logging.DEBUG, "info": logging.INFO, "warn": logging.WARNING,
+             "warning": logging.WARNING, "err": logging.ERROR, "error": logging.ERROR}[cfg.log_level.lower()]
+    fmt = ('{"@timestamp":"%(asctime)s","@level":"%(levelname)s","@module":"%(name)s","@message":%(message)r}'
+           if cfg.log_json else "%(asctime)s [%(levelname)s] %(name)s: %(message)s")
+    logging.basicConfig(level=level, format=fmt)
+    logging.getLogger("aiohttp").setLevel(logging.WARNING)
+
+
+async def _main(cfg: AgentConfig) -> int:
+    agent = Agent(cfg)
+    try:
+        await agent.start()
+    except OSError as err:
+        log.error("cannot start: %s", err)
+        await agent.close()
+        return 1
+    except ConfigError as err:
+        log.error("%s", err)
+        await agent.close()
+        return 1
+    if cfg.pid_file:
+        Path(cfg.pid_file).write_text(str(os.getpid()))
+    loop = asyncio.get_running_loop()
+    loop.add_signal_handler(signal.SIGHUP, lambda: asyncio.ensure_future(agent.reload()))
+    loop.add_signal_handler(signal.SIGINT, agent.stop)
+    loop.add_signal_handler(signal.SIGTERM, agent.stop)
+    await agent.wait()
+    log.info("shutting down")
+    await agent.close()
+    return 0
+
+
+def run(argv: list[str]) -> int:
+    """``ctk agent ...``: parse flags, load config, run until signalled. Returns the exit code."""
+    try:
+        cfg = config_mod.load(argv)
+    except ConfigError as err:
+        print(f"error: {err}", flush=True)
+        return 1
+    _setup_logging(cfg)
+    try:
+        return asyncio.run(_main(cfg))
+    except KeyboardInterrupt:
+        return 0
