@@ -106,6 +106,7 @@ class AgentConfig:
     config_files: tuple[str, ...] = ()
     config_dirs: tuple[str, ...] = ()
     ignored_keys: tuple[str, ...] = ()
+    cli_flags: Mapping[str, Any] = field(default_factory=dict)  # kept so a reload re-reads files the same way
 
     @property
     def advertise(self) -> str:
@@ -372,6 +373,7 @@ def from_sources(flags: Mapping[str, Any]) -> AgentConfig:
     kw["config_files"] = config_files
     kw["config_dirs"] = config_dirs
     kw["ignored_keys"] = tuple(ignored)
+    kw["cli_flags"] = dict(flags)
     cfg = AgentConfig(**kw)
     return _finish(cfg)
 

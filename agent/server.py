@@ -246,12 +246,9 @@ class Agent:
 
     async def reload(self) -> list[str]:
         """SIGHUP / ``ctk reload``: re-read config files; on error keep the running configuration."""
-        flags = {"config_file": list(self.config.config_files), "config_dir": list(self.config.config_dirs)}
         try:
-            fresh = config_mod.from_sources(flags)
-            services, checks = self._load_config_definitions(fresh.with_(
-                enable_script_checks=self.config.enable_script_checks,
-                enable_local_script_checks=self.config.enable_local_script_checks))
+            fresh = config_mod.from_sources(self.config.cli_flags)
+            services, checks = self._load_config_definitions(fresh)
         except ConfigError as err:
             log.error("reload failed, keeping the running configuration: %s", err)
             return [str(err)]

@@ -289,7 +289,7 @@ class Store:
             if not node_rec.get("address"):
                 if existing is None:
                     raise CommandError("Must provide address", 400)
-            node = from_record(Node, node_rec)
+            node = from_record(Node, {"address": "", **node_rec})
             if existing is not None and not node.address:
                 node.address = existing.address
             if existing is not None and node.id == "":
@@ -299,8 +299,7 @@ class Store:
                 node.modify_index = index
                 self._put_node(node, index)
         if service_rec:
-            svc = from_record(ServiceInstance, service_rec)
-            svc.node = name
+            svc = from_record(ServiceInstance, {"id": "", "service": "", **service_rec, "node": name})
             if not svc.service:
                 raise CommandError("Must provide service name", 400)
             if not svc.id:
@@ -321,8 +320,7 @@ class Store:
             self._ensure_check(index, name, rec, now)
 
     def _ensure_check(self, index: int, node: str, rec: dict[str, Any], now: float) -> None:
-        chk = from_record(HealthCheck, rec)
-        chk.node = node
+        chk = from_record(HealthCheck, {"check_id": "", "name": "", **rec, "node": node})
         if not chk.check_id:
             chk.check_id = chk.name
         if not chk.check_id:
