@@ -24,9 +24,10 @@ from agent.http.core import (
     read_body,
     read_json,
 )
-from agent.http.encode import check_json, kv_json, node_json
+from agent.http.encode import agent_service_json, check_json, kv_json, node_json
 from agent.local.definitions import norm
 from agent.state import commands
+from agent.state.store import CommandError
 from agent.state.structs import HealthCheck, KVEntry, Node, ServiceInstance
 
 __all__ = ["ROUTES"]
@@ -203,8 +204,6 @@ def _result_json(item: dict[str, Any], dc: str) -> dict[str, Any]:
         return {"Node": node_json(n, dc)}
     if "service" in item:
         s: ServiceInstance = item["service"]
-        from agent.http.encode import agent_service_json
-
         return {"Service": agent_service_json(s, dc)}
     c: HealthCheck = item["check"]
     return {"Check": check_json(c)}
@@ -236,12 +235,10 @@ async def txn(request: web.Request, _: str) -> web.StreamResponse:
         opts = query_options(request)
         if opts.consistency != "stale":
             await agent.consensus.read_barrier(opts.consistency)
-        from agent.state.store import CommandError
-
         results: list[dict[str, Any]] = []
         for i, op in enumerate(ops):
             try:
-                results.extend(agent.store._txn_kv(0, op["kv"], time.time()))
+                results.extend(agent.store.txn_read(op["kv"]))
             except CommandError as err:
                 body_err = {"Results": None, "Errors": [{"OpIndex": i, "What": str(err)}]}
                 return json_response(request, body_err, status=409, query_meta=True)

@@ -654,6 +654,12 @@ class Store:
             return []
         raise CommandError(f'unknown Check verb "{verb}"', 400)
 
+    def txn_read(self, op: dict[str, Any]) -> list[dict[str, Any]]:
+        """One read-only KV transaction op (get, get-tree, check-*), answered without the log."""
+        if op.get("verb") not in _TXN_READ_VERBS:
+            raise CommandError(f"{op.get('verb')!r} is not a read operation", 400)
+        return self._txn_kv(self.last_index, op, 0.0)
+
     # --------------------------------------------------------- events, misc
 
     def _apply_event(self, index: int, cmd: Command) -> bool:
@@ -859,6 +865,8 @@ def _differs(old: Any, new: Any) -> bool:
         b.pop(k, None)
     return a != b
 
+
+_TXN_READ_VERBS = frozenset({"get", "get-or-empty", "get-tree", "check-index", "check-session", "check-not-exists"})
 
 _HANDLERS: dict[str, Callable[[Store, int, Command], Any]] = {
     "register": Store._apply_register,
