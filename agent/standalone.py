@@ -34,6 +34,8 @@ class Standalone:
         self._queue: list[tuple[Command, asyncio.Future[Any]]] = []
         self._wakeup: asyncio.Event | None = None
         self._writer: asyncio.Task[None] | None = None
+        self._idle = asyncio.Event()
+        self._idle.set()
         self.commit_index = store.last_index
 
     def recover(self) -> int:
@@ -73,24 +75,33 @@ class Standalone:
             batch, self._queue = self._queue, []
             if not batch:
                 continue
-            first = self.commit_index + 1
-            records = [(first + i, cmd) for i, (cmd, _) in enumerate(batch)]
+            self._idle.clear()
             try:
-                await asyncio.to_thread(journal.append, records)
-            except OSError as err:
-                log.error("journal write failed: %s", err)
-                for _, fut in batch:
-                    if not fut.done():
-                        fut.set_exception(err)
-                continue
-            for (index, cmd), (_, fut) in zip(records, batch, strict=True):
-                result = self.store.apply(index, cmd)
-                self.commit_index = index
+                await self._commit(journal, batch)
+            finally:
+                if not self._queue:
+                    self._idle.set()
+
+    async def _commit(self, journal: Journal, batch: list[tuple[Command, asyncio.Future[Any]]]) -> None:
+        """Persist one batch with one fsync, then apply it and answer every proposer."""
+        first = self.commit_index + 1
+        records = [(first + i, cmd) for i, (cmd, _) in enumerate(batch)]
+        try:
+            await asyncio.to_thread(journal.append, records)
+        except OSError as err:
+            log.error("journal write failed: %s", err)
+            for _, fut in batch:
                 if not fut.done():
-                    fut.set_result(result)
-            if journal.records_since_snapshot >= self.snapshot_threshold:
-                blob = self.store.snapshot()
-                await asyncio.to_thread(journal.write_snapshot, blob)
+                    fut.set_exception(err)
+            return
+        for (index, cmd), (_, fut) in zip(records, batch, strict=True):
+            result = self.store.apply(index, cmd)
+            self.commit_index = index
+            if not fut.done():
+                fut.set_result(result)
+        if journal.records_since_snapshot >= self.snapshot_threshold:
+            blob = self.store.snapshot()
+            await asyncio.to_thread(journal.write_snapshot, blob)
 
     async def read_barrier(self, mode: str) -> None:
         return None
@@ -133,9 +144,11 @@ class Standalone:
 
     async def close(self) -> None:
         if self._writer is not None:
-            # Drain: let queued proposals finish before the journal closes.
-            while self._queue:
-                await asyncio.sleep(0.01)
+            # Drain: queued and in-flight proposals finish (and are answered) before the journal closes.
+            while self._queue or not self._idle.is_set():
+                await self._idle.wait()
+                if self._queue:
+                    await asyncio.sleep(0)
             self._writer.cancel()
             try:
                 await self._writer

@@ -29,11 +29,7 @@ async def dispatch(request: web.Request) -> web.StreamResponse:
     found = ROUTER.find(path)
     if found is None:
         if path == "/":
-            agent: Agent = request.app["agent"]
-            if agent.config.ui:
-                raise web.HTTPMovedPermanently("/ui/")
-            return web.Response(text="Consul Agent: UI disabled. To enable, set ui_config.enabled=true in the "
-                                     "agent configuration and restart.")
+            return web.Response(text="Consul Agent (ctk): the HTTP API is under /v1/")
         if path.startswith("/v1/"):
             return web.Response(status=404, text="Invalid URL path: not a recognized HTTP API endpoint")
         return web.Response(status=404, text="Invalid URL path: if attempting to use the HTTP API, ensure "
