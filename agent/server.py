@@ -22,6 +22,7 @@ from aiohttp import web
 from agent import config as config_mod
 from agent.checks.errors import InvalidCheckStatus, NotTTLCheck, ScriptChecksDisabled
 from agent.checks.policy import require_script_checks_allowed
+from agent.checks.reaper import REAP_INTERVAL_S, CriticalReaper
 from agent.checks.scheduler import CheckScheduler
 from agent.config import AgentConfig, ConfigError
 from agent.consensus import Consensus
@@ -67,8 +68,10 @@ class Agent:
             snapshot_threshold=cfg.raft_snapshot_threshold)
         self.local = LocalState(on_change=self._local_changed)
         self.checks = CheckScheduler(self._check_result)
+        self.reaper = CriticalReaper()
         self.local.on_check_added = self._start_check
-        self.local.on_check_removed = self.checks.remove
+        self.local.on_check_removed = self._stop_check
+        self._reap_task: asyncio.Task[None] | None = None
         self.sync = AntiEntropy(self._node_record, self.local, self.store, self.write,
                                 skip_services=frozenset({SERVER_SERVICE}) if cfg.server else frozenset())
         self.sessions = SessionTimers(self.write)
@@ -113,12 +116,29 @@ class Agent:
         spec = lc.definition.spec
         if spec is not None:
             self.checks.add(lc.check_id, spec)
+            self.reaper.track(lc.check_id, lc.definition.service_id, spec.deregister_critical_service_after_s,
+                              lc.status, time.monotonic())
+
+    def _stop_check(self, check_id: str) -> None:
+        self.checks.remove(check_id)
+        self.reaper.untrack(check_id)
 
     def _check_result(self, check_id: str, status: str, output: str) -> None:
+        self.reaper.observe(check_id, status, time.monotonic())
         try:
             self.local.update_check(check_id, status, output, now=time.time())
         except UnknownCheck:
             pass
+
+    async def _reap_loop(self) -> None:
+        """``DeregisterCriticalServiceAfter``: sweep every 30 s, as Consul's agent does."""
+        while True:
+            await asyncio.sleep(REAP_INTERVAL_S)
+            for service_id in sorted(self.reaper.due(time.monotonic())):
+                log.warning("service %s: critical longer than its DeregisterCriticalServiceAfter; deregistering",
+                            service_id)
+                self.reaper.forget_service(service_id)
+                await self.deregister_service(service_id)
 
     def _check_script_policy(self, checks: Iterable[CheckDefinition], source: str) -> None:
         for chk in checks:
@@ -391,6 +411,7 @@ class Agent:
         await self.sync.sync_once()
         self.sync.start()
         self.sessions.start(self.store)
+        self._reap_task = asyncio.create_task(self._reap_loop(), name="critical-reaper")
         if cfg.ports.http >= 0:
             app = build_app(self)
             self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
@@ -411,6 +432,8 @@ class Agent:
         self._stop.set()
 
     async def close(self) -> None:
+        if self._reap_task is not None:
+            self._reap_task.cancel()
         await self.sync.stop()
         await self.sessions.stop()
         await self.checks.stop()

@@ -68,3 +68,18 @@ def test_errors_are_one_line_with_exit_codes() -> None:
 def test_version_and_help_are_fast_and_clean() -> None:
     assert ctk("version").stdout.startswith("ctk v")
     assert "kv" in ctk("--help").stdout
+
+
+def test_maint_node_and_service(env: dict[str, str]) -> None:
+    assert ctk("services", "register", "-name", "m-svc", "-port", "7", env=env).returncode == 0
+    assert ctk("maint", "-enable", "-service", "m-svc", "-reason", "deploy 42", env=env).returncode == 0
+    listed = json.loads(ctk("maint", "--json", env=env).stdout)
+    assert {"Kind": "Service", "ID": "m-svc", "Reason": "deploy 42"} in listed
+    ghost = ctk("maint", "-enable", "-service", "ghost", env=env)
+    assert ghost.returncode == 1 and "No service registered" in ghost.stderr
+    assert ctk("maint", "-enable", env=env).returncode == 0
+    assert any(r["Kind"] == "Node" for r in json.loads(ctk("maint", "--json", env=env).stdout))
+    assert ctk("maint", "-disable", env=env).returncode == 0
+    assert ctk("maint", "-disable", "-service", "m-svc", env=env).returncode == 0
+    assert json.loads(ctk("maint", "--json", env=env).stdout) == []
+    assert ctk("services", "deregister", "m-svc", env=env).returncode == 0

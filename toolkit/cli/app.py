@@ -182,6 +182,45 @@ def _ok(json_out: bool, text: str, data: dict[str, Any]) -> None:
         out.print(text)
 
 
+@app.command()
+def maint(
+    enable: Annotated[bool, typer.Option("--enable", help="put the node (or -service) in maintenance")] = False,
+    disable: Annotated[bool, typer.Option("--disable", help="take the node (or -service) out of maintenance")] = False,
+    service: Annotated[str, typer.Option("--service", help="a service ID instead of the whole node")] = "",
+    reason: Annotated[str, typer.Option("--reason", help="shown as the maintenance check's notes")] = "",
+    http_addr: HttpAddr = None, token: Token = None, json_out: JsonOut = False,
+) -> None:
+    """Node or service maintenance mode (``consul maint``); with no flags, list what is in maintenance."""
+    if enable and disable:
+        fail("Only one of -enable or -disable may be given")
+    with client(http_addr, token) as c:
+        if not enable and not disable:
+            if service or reason:
+                fail("-service and -reason need -enable or -disable")
+            checks = c.get("/v1/agent/checks").json() or {}
+            rows = [{"Kind": "Node" if cid == "_node_maintenance" else "Service",
+                     "ID": ch.get("Node") if cid == "_node_maintenance" else ch.get("ServiceID"),
+                     "Reason": ch.get("Notes", "")}
+                    for cid, ch in sorted(checks.items()) if cid.startswith(("_node_maintenance", "_service_maintenance:"))]
+            if json_out:
+                print_json(rows)
+            else:
+                for r in rows:
+                    out.print(f"{r['Kind']}:\n  ID: {r['ID']}\n  Reason: {r['Reason']}")
+            return
+        params = {"enable": "true" if enable else "false", "reason": reason or None}
+        path = f"/v1/agent/service/maintenance/{service}" if service else "/v1/agent/maintenance"
+        try:
+            c.put(path, params=params)
+        except ConsulError as err:
+            if err.status == 404:
+                fail(f"No service registered with ID \"{service}\"")
+            raise
+    what = f"service: {service}" if service else "node"
+    _ok(json_out, f"{'Maintenance mode enabled' if enable else 'Maintenance mode disabled'} for {what}",
+        {"Service": service or None, "Enabled": enable})
+
+
 # ----------------------------------------------------------------------- kv
 
 def _decode(value: str | None) -> bytes:
