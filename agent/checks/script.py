@@ -13,7 +13,8 @@ What Consul users were bitten by (consul#1508, #3457, #3565, #3597, PR#3567) and
 - the kill is sent while the script's own process is still unreaped, so its PID — which is the group
   ID — cannot have been recycled for an unrelated process;
 - the script is always reaped (no zombies), and grandchildren re-parented to the agent (when it runs as
-  PID 1 in a container, or after ``enable_child_subreaper``) are reaped too;
+  PID 1 in a container, or after ``enable_child_subreaper``) are reaped too; ``run()`` returns only once
+  no member of the group is still running (SIGKILL delivery is asynchronous);
 - a run never overlaps the previous one: the scheduler awaits ``run()`` to completion.
 
 Processes that escape on purpose (``setsid``, double fork into a new session) are outside the group; the
@@ -118,20 +119,28 @@ def _group_running(pgid: int) -> bool:
     return False
 
 
-async def _wait_group_dead(pgid: int, budget_s: float = 2.0) -> None:
+async def _settle_group(pgid: int, budget_s: float = 2.0) -> None:
+    """After the group was SIGKILLed and its leader reaped: reap members that were re-parented to us
+    (agent as PID 1 or subreaper) and wait until none is still running — SIGKILL delivery to other
+    processes is asynchronous. Cheap in the common case: an empty group answers ESRCH at once."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + budget_s
-    while _group_running(pgid):
+    while True:
+        _reap_group_now(pgid)
+        try:
+            os.killpg(pgid, 0)
+        except ProcessLookupError:
+            return
+        except PermissionError:
+            pass
+        if not _group_running(pgid):
+            # Only zombies left: reap those that are ours (some may have died since the reap above);
+            # the rest belong to another reaper.
+            _reap_group_now(pgid)
+            return
         if loop.time() >= deadline:
             log.warning("script check: process group %d still has live members after SIGKILL", pgid)
             return
-        await asyncio.sleep(0.01)
-
-
-async def _reap_group(pgid: int, budget_s: float = 1.0) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + budget_s
-    while not _reap_group_now(pgid) and loop.time() < deadline:
         await asyncio.sleep(0.01)
 
 
@@ -248,9 +257,7 @@ class ScriptProbe:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(_DRAIN_GRACE_S):
                     await watch.eof.wait()
-            if timed_out:
-                await _wait_group_dead(pgid)
-            await _reap_group(pgid)
+            await _settle_group(pgid)
             if timed_out:
                 log.debug(
                     "script check %s timed out after %ss; process group killed", argv[0], spec.timeout_s
@@ -276,7 +283,9 @@ class ScriptProbe:
                     time.sleep(0.002)
                 else:
                     log.warning("script check: pid %d did not exit promptly after SIGKILL", proc.pid)
-                _reap_group_now(pgid)
+                if proc.returncode is not None:
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await _settle_group(pgid, budget_s=1.0)
 
     async def aclose(self) -> None:
         return None
