@@ -24,8 +24,10 @@ from agent.checks.errors import InvalidCheckStatus, NotTTLCheck, ScriptChecksDis
 from agent.checks.policy import require_script_checks_allowed
 from agent.checks.reaper import REAP_INTERVAL_S, CriticalReaper
 from agent.checks.scheduler import CheckScheduler
+from agent.checks.script import enable_child_subreaper
 from agent.config import AgentConfig, ConfigError
-from agent.consensus import Consensus
+from agent.consensus import Consensus, ConsensusError
+from agent.discovery import ServerDirectory, ServerInfo
 from agent.http.app import build_app
 from agent.http.core import HTTPError
 from agent.local.definitions import (
@@ -37,6 +39,13 @@ from agent.local.definitions import (
 )
 from agent.local.state import LocalCheck, LocalState, UnknownCheck, UnknownService
 from agent.local.sync import AntiEntropy
+from agent.raft.config import RaftConfig
+from agent.raft.core import ConfigChangeOp
+from agent.raft.filestorage import FileStorage
+from agent.raft.messages import Configuration, Server
+from agent.raft.node import RaftNode
+from agent.raft.recovery import apply_peers_json
+from agent.raft.transport import RPCError
 from agent.session_timers import SessionTimers
 from agent.standalone import Standalone
 from agent.state import commands
@@ -50,6 +59,9 @@ __all__ = ["Agent", "run"]
 log = logging.getLogger("ctk.agent")
 
 SERVER_SERVICE = "consul"  # every server appears as service "consul", as in Consul
+RAFT_TICK_S = 0.05  # × raft_multiplier (5 by default, 1 in -dev): election timeout 10 ticks = 0.5 s × multiplier
+LEADER_RECONCILE_INTERVAL_S = 10.0
+LEAVE_TIMEOUT_S = 10.0
 
 
 class Agent:
@@ -61,11 +73,27 @@ class Agent:
         self.datacenter = cfg.datacenter
         self.node_id = config_mod.persisted_node_id(cfg)
         self.store = Store()
-        journal = Journal(Path(cfg.data_dir) / "state") if cfg.data_dir else None
         self.server_address = f"{cfg.advertise}:{cfg.ports.server}"
-        self.consensus: Consensus = Standalone(
-            self.store, self.server_address, self.node_id, self.node_name, journal,
-            snapshot_threshold=cfg.raft_snapshot_threshold)
+        self.serf_address = f"{cfg.advertise}:{cfg.ports.serf_lan}"
+        self.raft: RaftNode | None = None
+        self.directory: ServerDirectory | None = None
+        self.consensus: Consensus
+        if cfg.server and cfg.data_dir and not cfg.dev:
+            # A real server: Raft over a durable log (one server with -bootstrap, or a cluster).
+            self.raft = RaftNode(
+                node_id=self.node_id, node_name=self.node_name, address=self.server_address, store=self.store,
+                storage=FileStorage(Path(cfg.data_dir) / "raft"), raft_config=RaftConfig(),
+                tick_s=RAFT_TICK_S * cfg.raft_multiplier, snapshot_threshold=cfg.raft_snapshot_threshold,
+                on_leader_change=self._leader_changed, bind_host=cfg.bind_addr)
+            self.raft.rpc_handlers["session_renew"] = self._rpc_session_renew
+            self.consensus = self.raft
+            self.directory = ServerDirectory(self._server_info, cfg.bind_addr, cfg.ports.serf_lan,
+                                             list(cfg.retry_join), cfg.retry_interval_s, self._directory_changed)
+        else:
+            # -dev (and -dev -data-dir): one in-process server that is its own leader at once.
+            journal = Journal(Path(cfg.data_dir) / "state") if cfg.data_dir else None
+            self.consensus = Standalone(self.store, self.server_address, self.node_id, self.node_name, journal,
+                                        snapshot_threshold=cfg.raft_snapshot_threshold)
         self.local = LocalState(on_change=self._local_changed)
         self.checks = CheckScheduler(self._check_result)
         self.reaper = CriticalReaper()
@@ -81,6 +109,10 @@ class Agent:
         self._local_version = 0
         self._local_waiters: list[asyncio.Future[None]] = []
         self.http_address = ""
+        self._leader_task: asyncio.Task[None] | None = None
+        self._formation: asyncio.Task[None] | None = None
+        self._formation_kick = asyncio.Event()
+        self._background: set[asyncio.Task[Any]] = set()
 
     # --------------------------------------------------------------- writes
 
@@ -291,16 +323,157 @@ class Agent:
         }
 
     async def _leader_reconcile(self) -> None:
-        """What Consul's leader does for every alive member: node + serfHealth, and ``consul`` on servers."""
+        """What Consul's leader does for every alive member: node + serfHealth, and ``consul`` on servers.
+
+        Until gossip reports members, "alive" means: this server, and the servers discovery knows.
+        """
         now = time.time()
-        serf = {"node": self.node_name, "check_id": SERF_CHECK_ID, "name": "Serf Health Status",
-                "status": PASSING, "output": "Agent alive and reachable", "type": ""}
-        await self.write(commands.register(self._node_record(), checks=[serf], now=now))
-        if self.config.server:
-            svc = {"node": self.node_name, "id": SERVER_SERVICE, "service": SERVER_SERVICE, "port": self.config.ports.server,
-                   "meta": {"raft_version": "3", "serf_protocol_current": "2", "serf_protocol_min": "1",
-                            "serf_protocol_max": "5", "version": self.version}}
-            await self.write(commands.register({"node": self.node_name}, service=svc, skip_node_update=True, now=now))
+        members: list[tuple[str, str, str, int]] = [
+            (self.node_name, self.node_id, self.config.advertise, self.config.ports.server)]
+        if self.directory is not None:
+            for info in self.directory.servers():
+                if info.id != self.node_id:
+                    host, _, server_port = info.server_addr.rpartition(":")
+                    members.append((info.name, info.id, host, int(server_port)))
+        for name, node_id, address, port in members:
+            serf = {"node": name, "check_id": SERF_CHECK_ID, "name": "Serf Health Status",
+                    "status": PASSING, "output": "Agent alive and reachable", "type": ""}
+            node = self._node_record() if name == self.node_name else {"node": name, "address": address, "id": node_id}
+            existing = self.store.nodes.get(name)
+            skip = existing is not None and name != self.node_name
+            await self.write(commands.register(node, checks=[serf], skip_node_update=skip, now=now))
+            if self.config.server:
+                svc = {"node": name, "id": SERVER_SERVICE, "service": SERVER_SERVICE, "port": port,
+                       "meta": {"raft_version": "3", "serf_protocol_current": "2", "serf_protocol_min": "1",
+                                "serf_protocol_max": "5", "version": self.version}}
+                await self.write(commands.register({"node": name}, service=svc, skip_node_update=True, now=now))
+
+    # ------------------------------------------------------------- cluster
+
+    def _server_info(self) -> ServerInfo:
+        raft = self.raft
+        return ServerInfo(
+            id=self.node_id, name=self.node_name, datacenter=self.datacenter, server_addr=self.server_address,
+            serf_addr=self.serf_address, expect=self.config.bootstrap_expect,
+            bootstrapped=raft is not None and raft.has_state(),
+            leader_addr=self.consensus.leader_address(), is_server=self.config.server)
+
+    def _directory_changed(self) -> None:
+        if self.raft is not None and self.directory is not None:
+            for info in self.directory.servers():
+                if info.id != self.node_id:
+                    self.raft.set_peer_address(info.id, info.server_addr)
+        self._formation_kick.set()
+
+    async def _form_cluster(self) -> None:
+        """Bootstrap (``-bootstrap``, or ``-bootstrap-expect N`` once N servers are known) or join a
+        cluster that already exists by asking its leader to add this server (thesis §4.1)."""
+        assert self.raft is not None and self.directory is not None
+        raft, directory, cfg = self.raft, self.directory, self.config
+        while not raft.in_configuration():
+            servers = directory.servers()
+            others = [s for s in servers if s.id != self.node_id]
+            existing = [s for s in others if s.bootstrapped]
+            if not raft.has_state() and cfg.bootstrap:
+                raft.bootstrap(Configuration.of([Server(self.node_id, self.server_address)]))
+            elif existing:
+                leaders = {s.leader_addr for s in existing if s.leader_addr}
+                for leader_addr in sorted(leaders):
+                    try:
+                        await raft.transport.call(leader_addr, "add_server",
+                                                  {"id": self.node_id, "address": self.server_address}, timeout_s=10)
+                        log.info("asked the leader at %s to add this server", leader_addr)
+                        break
+                    except RPCError as err:
+                        log.info("joining through %s failed (will retry): %s", leader_addr, err)
+            elif not raft.has_state() and cfg.bootstrap_expect:
+                if len(servers) >= cfg.bootstrap_expect:
+                    expects = {s.expect for s in servers if s.expect}
+                    if len(expects) > 1:
+                        log.error("servers disagree on -bootstrap-expect (%s); not bootstrapping",
+                                  ", ".join(map(str, sorted(expects))))
+                    else:
+                        raft.bootstrap(Configuration.of([Server(s.id, s.server_addr) for s in servers]))
+                else:
+                    log.info("waiting for %d servers to bootstrap (%d known)", cfg.bootstrap_expect, len(servers))
+            self._formation_kick.clear()
+            try:
+                await asyncio.wait_for(self._formation_kick.wait(), 1.0)
+            except TimeoutError:
+                pass
+        log.info("this server is a member of the Raft configuration")
+
+    def _leader_changed(self, leader_id: str | None, is_me: bool) -> None:
+        if leader_id is not None:
+            self.sync.trigger()
+        if is_me and self._leader_task is None:
+            self._leader_task = asyncio.create_task(self._leader_loop(), name="leader-duties")
+        elif not is_me and self._leader_task is not None:
+            self._leader_task.cancel()
+            self._leader_task = None
+            asyncio.ensure_future(self.sessions.stop())
+
+    async def _leader_loop(self) -> None:
+        """Leader-only duties: reconcile members into the catalog, session TTL timers, address updates."""
+        self.sessions.start(self.store)
+        while True:
+            try:
+                await self._leader_reconcile()
+                await self._reconcile_addresses()
+            except ConsensusError as err:
+                log.info("leader reconcile deferred: %s", err)
+            await asyncio.sleep(LEADER_RECONCILE_INTERVAL_S)
+
+    async def _reconcile_addresses(self) -> None:
+        """A server that came back on a new address gets it written into the configuration."""
+        if self.raft is None or self.directory is None:
+            return
+        conf = self.raft.current_configuration()
+        for info in self.directory.servers():
+            current = conf.get(info.id)
+            if current is not None and current.address != info.server_addr and info.id != self.node_id:
+                log.info("updating server %s address %s -> %s", info.name, current.address, info.server_addr)
+                op = ConfigChangeOp.ADD_VOTER if conf.is_voter(info.id) else ConfigChangeOp.ADD_NONVOTER
+                await self.raft.change_membership(op, info.id, info.server_addr)
+
+    def _rpc_session_renew(self, body: Any) -> bool:
+        sess = self.store.sessions.get(str(body.get("id", "")))
+        if sess is None:
+            return False
+        self.sessions.renewed(sess.id, sess.ttl)
+        return True
+
+    async def renew_session(self, session_id: str, ttl: str) -> None:
+        """Session TTL timers live on the leader; a renew on a follower is forwarded there."""
+        if self.raft is None or self.raft.is_leader():
+            self.sessions.renewed(session_id, ttl)
+            return
+        leader = self.raft.leader_address()
+        if not leader:
+            raise ConsensusError("No cluster leader")
+        await self.raft.transport.call(leader, "session_renew", {"id": session_id})
+
+    async def leave_cluster(self) -> None:
+        """Graceful leave: out of the catalog, leadership handed to an up-to-date peer, then out of the
+        Raft configuration — so the remaining servers keep a quorum (unlike a failure, which does not
+        shrink it)."""
+        try:
+            await self.write(commands.deregister(self.node_name, now=time.time()))
+        except ConsensusError as err:
+            log.warning("leave: could not deregister this node from the catalog: %s", err)
+        raft = self.raft
+        if raft is None or not raft.in_configuration():
+            return
+        if raft.is_leader() and len(raft.current_configuration().voters) > 1:
+            new_leader = await raft.transfer_leadership()
+            log.info("leave: leadership transferred to %s", new_leader or "nobody (transfer failed)")
+        if len(raft.current_configuration().servers) > 1:
+            try:
+                await asyncio.wait_for(raft.change_membership(ConfigChangeOp.REMOVE_SERVER, self.node_id),
+                                       LEAVE_TIMEOUT_S)
+                log.info("leave: removed from the Raft configuration")
+            except (ConsensusError, TimeoutError) as err:
+                log.warning("leave: could not remove this server from the Raft configuration: %s", err)
 
     # ------------------------------------------------------------- members
 
@@ -380,9 +553,14 @@ class Agent:
         await self.write(commands.event(record))
 
     async def join(self, addresses: list[str], wan: bool = False) -> int:
-        """A single-node agent has nobody to gossip with yet; joins are accepted (gossip issue)."""
-        log.info("join %s accepted (no gossip layer in this agent yet)", ", ".join(addresses))
-        return len(addresses)
+        """``/v1/agent/join``: servers hello the address now; an agent with no cluster layer accepts it."""
+        if self.directory is None:
+            log.info("join %s accepted (this agent runs no cluster layer)", ", ".join(addresses))
+            return len(addresses)
+        joined = await self.directory.join_now(addresses)
+        if joined == 0:
+            raise HTTPError(500, f"failed to join {', '.join(addresses)}: no agent answered")
+        return joined
 
     async def force_leave(self, node: str, prune: bool = False) -> None:
         if node == self.node_name:
@@ -392,25 +570,43 @@ class Agent:
 
     def request_leave(self) -> None:
         log.info("graceful leave requested")
-        asyncio.get_running_loop().call_later(0.05, self._stop.set)
+
+        async def leave_then_stop() -> None:
+            try:
+                await self.leave_cluster()
+            finally:
+                self._stop.set()
+
+        task = asyncio.create_task(leave_then_stop(), name="leave")
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
 
     # ------------------------------------------------------------ lifecycle
 
     async def start(self) -> None:
         cfg = self.config
+        enable_child_subreaper()  # orphans of killed check scripts are reaped here, not left as zombies
+        for key in cfg.ignored_keys:
+            log.warning("config key %r is not implemented by ctk and was ignored", key)
+        services, checks = self._load_config_definitions(cfg)
         if isinstance(self.consensus, Standalone):
             replayed = self.consensus.recover()
             if replayed or self.store.last_index:
                 log.info("restored state at index %d (%d log records replayed)", self.store.last_index, replayed)
-        for key in cfg.ignored_keys:
-            log.warning("config key %r is not implemented by ctk and was ignored", key)
-        services, checks = self._load_config_definitions(cfg)
+        if self.raft is not None and self.directory is not None:
+            raft_dir = Path(cfg.data_dir) / "raft"
+            raft_dir.mkdir(parents=True, exist_ok=True)
+            apply_peers_json(raft_dir, self.raft.storage, self.node_id, self.server_address)
+            await self.raft.start()
+            await self.directory.start()
+            self._formation = asyncio.create_task(self._form_cluster(), name="cluster-formation")
         self._apply_config_definitions(services, checks)
         self._load_persisted_local()
-        await self._leader_reconcile()
-        await self.sync.sync_once()
+        if self.raft is None:
+            await self._leader_reconcile()
+            await self.sync.sync_once()
+            self.sessions.start(self.store)
         self.sync.start()
-        self.sessions.start(self.store)
         self._reap_task = asyncio.create_task(self._reap_loop(), name="critical-reaper")
         if cfg.ports.http >= 0:
             app = build_app(self)
@@ -432,8 +628,11 @@ class Agent:
         self._stop.set()
 
     async def close(self) -> None:
-        if self._reap_task is not None:
-            self._reap_task.cancel()
+        for task in (self._reap_task, self._formation, self._leader_task):
+            if task is not None:
+                task.cancel()
+        if self.directory is not None:
+            await self.directory.close()
         await self.sync.stop()
         await self.sessions.stop()
         await self.checks.stop()

@@ -106,7 +106,7 @@ async def renew(request: web.Request, session_id: str) -> web.StreamResponse:
     sess = agent.store.sessions.get(session_id)
     if sess is None:
         raise HTTPError(404, f"Session id '{session_id}' not found")
-    agent.sessions.renewed(session_id, sess.ttl)
+    await agent.renew_session(session_id, sess.ttl)
     return json_response(request, [session_json(sess)])
 
 

@@ -86,3 +86,47 @@ def txn(ops: list[dict[str, Any]], *, now: float = 0.0) -> Command:
 
 def event(record: dict[str, Any]) -> Command:
     return {"op": "event", "event": record}
+
+
+# ------------------------------------------------------------------ results
+# A follower forwards a write to the leader and gets the state machine's result back over RPC;
+# these two functions are that result's wire form (msgpack-safe; never pickle).
+
+_RECORD_TYPES = ("kv", "node", "service", "check")
+
+
+def result_to_wire(result: Any) -> dict[str, Any]:
+    from .store import CommandError
+    from .structs import to_record
+
+    if isinstance(result, CommandError):
+        return {"err": str(result), "status": result.status}
+    if isinstance(result, dict) and "results" in result and "errors" in result:
+        items = []
+        for item in result["results"]:
+            out = dict(item)
+            for kind in _RECORD_TYPES:
+                if kind in out and out[kind] is not None:
+                    out[kind] = to_record(out[kind])
+            items.append(out)
+        return {"txn": {"results": items, "errors": result["errors"]}}
+    return {"ok": result}
+
+
+def result_from_wire(wire: dict[str, Any]) -> Any:
+    from .store import CommandError
+    from .structs import HealthCheck, KVEntry, Node, ServiceInstance, from_record
+
+    if "err" in wire:
+        return CommandError(str(wire["err"]), int(wire.get("status", 500)))
+    if "txn" in wire:
+        classes: dict[str, type] = {"kv": KVEntry, "node": Node, "service": ServiceInstance, "check": HealthCheck}
+        items = []
+        for item in wire["txn"]["results"]:
+            out = dict(item)
+            for kind, cls in classes.items():
+                if kind in out and out[kind] is not None:
+                    out[kind] = from_record(cls, out[kind])
+            items.append(out)
+        return {"results": items, "errors": wire["txn"]["errors"]}
+    return wire.get("ok")
