@@ -429,9 +429,9 @@ class Agent:
         if self.raft is None or self.directory is None:
             return
         conf = self.raft.current_configuration()
-        for info in self.directory.servers():
+        for info in self.directory.servers():  # this server included: the leader may have moved too
             current = conf.get(info.id)
-            if current is not None and current.address != info.server_addr and info.id != self.node_id:
+            if current is not None and current.address != info.server_addr:
                 log.info("updating server %s address %s -> %s", info.name, current.address, info.server_addr)
                 op = ConfigChangeOp.ADD_VOTER if conf.is_voter(info.id) else ConfigChangeOp.ADD_NONVOTER
                 await self.raft.change_membership(op, info.id, info.server_addr)
@@ -452,6 +452,25 @@ class Agent:
         if not leader:
             raise ConsensusError("No cluster leader")
         await self.raft.transport.call(leader, "session_renew", {"id": session_id})
+
+    async def remove_peer(self, server_id: str = "", address: str = "") -> None:
+        """``/v1/operator/raft/peer``: drop a (dead) server from the Raft configuration."""
+        if self.raft is None:
+            raise HTTPError(500, "this agent does not run Raft (a -dev or single in-process server)")
+        conf = self.raft.current_configuration()
+        target = conf.get(server_id) if server_id else next((s for s in conf.servers if s.address == address), None)
+        if target is None:
+            what = f"id {server_id!r}" if server_id else f"address {address!r}"
+            raise HTTPError(500, f"no server with {what} in the Raft configuration")
+        await self.raft.change_membership(ConfigChangeOp.REMOVE_SERVER, target.id)
+        log.info("removed server %s (%s) from the Raft configuration", target.id, target.address)
+
+    async def transfer_leadership(self, target_id: str = "") -> str | None:
+        if self.raft is None:
+            raise HTTPError(500, "this agent does not run Raft")
+        if not self.raft.is_leader():
+            raise HTTPError(500, "this server is not the leader; send the request to the leader")
+        return await self.raft.transfer_leadership(target=target_id or None)
 
     async def leave_cluster(self) -> None:
         """Graceful leave: out of the catalog, leadership handed to an up-to-date peer, then out of the

@@ -210,6 +210,22 @@ async def raft_configuration(request: web.Request, _: str) -> web.StreamResponse
     return json_response(request, agent.consensus.configuration())
 
 
+async def raft_remove_peer(request: web.Request, _: str) -> web.StreamResponse:
+    agent = agent_of(request)
+    server_id = request.query.get("id", "")
+    address = request.query.get("address", "")
+    if bool(server_id) == bool(address):
+        raise HTTPError(400, "Must specify either ?id with the server's ID or ?address with IP:port of peer to remove")
+    await agent.remove_peer(server_id=server_id, address=address)
+    return web.Response(status=200)
+
+
+async def raft_transfer_leader(request: web.Request, _: str) -> web.StreamResponse:
+    agent = agent_of(request)
+    new_leader = await agent.transfer_leadership(request.query.get("id", ""))
+    return json_response(request, {"Success": bool(new_leader)})
+
+
 ROUTES = [
     Route("/v1/session/create", {"PUT": create}),
     Route("/v1/session/destroy/", {"PUT": destroy}),
@@ -222,4 +238,6 @@ ROUTES = [
     Route("/v1/status/leader", {"GET": status_leader}),
     Route("/v1/status/peers", {"GET": status_peers}),
     Route("/v1/operator/raft/configuration", {"GET": raft_configuration}),
+    Route("/v1/operator/raft/peer", {"DELETE": raft_remove_peer}),
+    Route("/v1/operator/raft/transfer-leader", {"POST": raft_transfer_leader}),
 ]

@@ -30,7 +30,7 @@ from .errors import StorageError
 from .messages import Entry, HardState, Snapshot
 from .storage import InitialState
 
-__all__ = ["FileStorage"]
+__all__ = ["FileStorage", "scan_records"]
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +43,7 @@ def _record(kind: str, body: object) -> bytes:
     return _HEADER.pack(len(payload), zlib.crc32(payload)) + payload
 
 
-def _scan(data: bytes) -> Iterator[tuple[int, str, object]]:
+def scan_records(data: bytes) -> Iterator[tuple[int, str, object]]:
     """Yield (end offset, kind, body) for every intact record; stop at the first damaged one."""
     pos = 0
     while pos + _HEADER.size <= len(data):
@@ -199,7 +199,7 @@ class FileStorage:
         if not self.snapshot_path.exists():
             return
         data = self.snapshot_path.read_bytes()
-        records = list(_scan(data))
+        records = list(scan_records(data))
         if not records or records[0][1] != "S":
             raise StorageError(f"{self.snapshot_path}: damaged snapshot (checksum mismatch); refusing to start")
         snap = Snapshot.from_wire(records[0][2])
@@ -211,7 +211,7 @@ class FileStorage:
             return
         data = self.log_path.read_bytes()
         good_end = 0
-        for end, kind, body in _scan(data):
+        for end, kind, body in scan_records(data):
             if kind == "E":
                 e = Entry.from_wire(body)
                 if e.index <= self._offset_index:

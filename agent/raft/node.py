@@ -252,7 +252,9 @@ class RaftNode:
         self._refresh_addresses()
 
     def _refresh_addresses(self) -> None:
-        new = {sid: self._address_overrides.get(sid, addr) for sid, addr in self._configured.items()}
+        # Servers seen by discovery count even before they are in our configuration: a server that
+        # is joining has an empty configuration and must still be able to answer the leader.
+        new = {**self._configured, **self._address_overrides}
         for sid, addr in self._addresses.items():
             if sid not in new or new[sid] != addr:
                 self.transport.forget(addr)
@@ -446,8 +448,8 @@ class RaftNode:
                     raise ConsensusError(str(err)) from None
                 await asyncio.sleep(0.1)
 
-    async def transfer_leadership(self, timeout_s: float = 5.0) -> str | None:
-        """Hand leadership to the most up-to-date voter (thesis §3.10); returns the new leader's id."""
+    async def transfer_leadership(self, timeout_s: float = 5.0, target: str | None = None) -> str | None:
+        """Hand leadership to ``target`` or the most up-to-date voter (thesis §3.10); returns the new leader."""
         if self._role is not Role.LEADER or self.core is None:
             return self._leader_id
         status = self.core.status()
@@ -455,7 +457,8 @@ class RaftNode:
                   if s.id != self.id and status.latest_configuration.is_voter(s.id)]
         if not voters:
             return None
-        target = max(voters, key=lambda v: status.match_index.get(v, 0))
+        if target is None:
+            target = max(voters, key=lambda v: status.match_index.get(v, 0))
         try:
             self.core.transfer_leadership(target)
         except (LeadershipTransferError, NotLeader) as err:

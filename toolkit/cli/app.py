@@ -569,6 +569,8 @@ def services_deregister(
 # --------------------------------------------------------------------- run
 
 def run_app(argv: list[str]) -> int:
+    import toolkit.cli.operator  # noqa: F401  (registers `operator` and `recover`)
+
     err = Console(stderr=True, highlight=False)
     try:
         app(args=argv, prog_name="ctk", standalone_mode=False)
