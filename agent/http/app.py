@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 from aiohttp import web
 
-from agent.http import agent_endpoint, catalog_endpoint, kv_endpoint, session_endpoint
+from agent.http import agent_endpoint, catalog_endpoint, kv_endpoint, session_endpoint, snapshot_endpoint
 from agent.http.core import MAX_BODY, Router, error_middleware
 
 if TYPE_CHECKING:
@@ -21,6 +21,7 @@ __all__ = ["build_app"]
 
 ROUTER = Router(
     agent_endpoint.ROUTES + catalog_endpoint.ROUTES + kv_endpoint.ROUTES + session_endpoint.ROUTES
+    + snapshot_endpoint.ROUTES
 )
 
 

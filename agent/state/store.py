@@ -668,6 +668,29 @@ class Store:
         self._bump("events", index)
         return True
 
+    def _apply_restore(self, index: int, cmd: Command) -> bool:
+        """A user snapshot restore, replicated as one command so every server restores the same bytes.
+
+        Every table index moves to this command's index, so no blocking client sees its index go
+        backwards (Consul lets them go backwards here and asks clients to cope; moving forward is kinder).
+        """
+        blob = cmd.get("state")
+        if not isinstance(blob, bytes):
+            raise CommandError("restore: missing state", 400)
+        probe = Store()
+        try:
+            probe.restore(blob)
+        except Exception as err:
+            raise CommandError(f"restore: not a ctk state snapshot: {err}", 400) from None
+        self.restore(blob)
+        self.last_index = index
+        for name in list(self.index):
+            self.index[name] = index
+        for name in ("nodes", "services", "checks", "kvs", "tombstones", "sessions", "events"):
+            self.index[name] = index
+        self.hub.notify(everything=True)
+        return True
+
     def _apply_tombstone_reap(self, index: int, cmd: Command) -> int:
         upto = int(cmd.get("index") or 0)
         reaped = [k for k, i in self.tombstones.items() if i <= upto]
@@ -877,4 +900,5 @@ _HANDLERS: dict[str, Callable[[Store, int, Command], Any]] = {
     "session_destroy": Store._apply_session_destroy,
     "event": Store._apply_event,
     "tombstone_reap": Store._apply_tombstone_reap,
+    "restore": Store._apply_restore,
 }
