@@ -28,6 +28,7 @@ from agent.checks.script import enable_child_subreaper
 from agent.config import AgentConfig, ConfigError
 from agent.consensus import Consensus, ConsensusError
 from agent.discovery import ServerDirectory, ServerInfo
+from agent.dns import DNSServer
 from agent.http.app import build_app
 from agent.http.core import HTTPError
 from agent.local.definitions import (
@@ -103,6 +104,7 @@ class Agent:
         self.sync = AntiEntropy(self._node_record, self.local, self.store, self.write,
                                 skip_services=frozenset({SERVER_SERVICE}) if cfg.server else frozenset())
         self.sessions = SessionTimers(self.write)
+        self.dns = DNSServer(self.store, cfg, node_address=cfg.advertise)
         self.started_at = time.time()
         self._runner: web.AppRunner | None = None
         self._stop = asyncio.Event()
@@ -634,8 +636,10 @@ class Agent:
             site = web.TCPSite(self._runner, cfg.client_addr, cfg.ports.http, reuse_address=True, backlog=1024)
             await site.start()
             self.http_address = f"{cfg.client_addr}:{cfg.ports.http}"
-        log.info("ctk agent %s running: node=%s dc=%s server=%s http=%s data_dir=%s",
-                 self.version, self.node_name, self.datacenter, cfg.server, self.http_address or "off",
+        await self.dns.start()
+        dns = ", ".join(f"{h}:{p}" for h, p in self.dns.addresses) or "off"
+        log.info("ctk agent %s running: node=%s dc=%s server=%s http=%s dns=%s data_dir=%s",
+                 self.version, self.node_name, self.datacenter, cfg.server, self.http_address or "off", dns,
                  cfg.data_dir or "(in memory)")
         if cfg.dev:
             log.info("dev mode: in-memory state, this agent is its own leader; do not use in production")
@@ -655,6 +659,7 @@ class Agent:
         await self.sync.stop()
         await self.sessions.stop()
         await self.checks.stop()
+        await self.dns.close()
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
