@@ -22,7 +22,7 @@ The driver's loop, in full::
 
     while running:
         handle one event: core.tick() | core.step(msg) | core.propose(data) | ...
-        if core.has_ready():
+        while core.has_ready():            # advance() can make more work (a commit, say)
             rd = core.ready()
             storage.save(rd.hard_state, rd.entries, rd.snapshot)      # fsync: group commit here
             if rd.compaction: storage.compact(...)                    # may be deferred
@@ -166,6 +166,9 @@ class Ready:
     read_states: tuple[ReadState, ...] = ()
     #: The latest configuration, when it changed (or on the first Ready): the transport's address book.
     configuration: Configuration | None = None
+    #: Whether step 1 needs an fsync. False when only ``hard_state.commit`` changed: the commit index
+    #: is a hint that can always be re-learned, so losing it costs nothing (etcd's MustSync).
+    must_sync: bool = False
 
 
 class ConfigChangeOp(enum.Enum):
@@ -195,7 +198,10 @@ class ConfigChange:
         elif self.op is ConfigChangeOp.DEMOTE_VOTER:
             if existing is None or existing.suffrage is not Suffrage.VOTER:
                 raise ConfigChangeError(f"server {self.server_id!r} is not a voter")
-            servers = [Server(s.id, s.address, Suffrage.NONVOTER) if s.id == self.server_id else s for s in conf.servers]
+            servers = [
+                Server(s.id, s.address, Suffrage.NONVOTER) if s.id == self.server_id else s
+                for s in conf.servers
+            ]
         else:
             suffrage = Suffrage.VOTER if self.op is ConfigChangeOp.ADD_VOTER else Suffrage.NONVOTER
             if existing is not None and existing.suffrage is Suffrage.VOTER and suffrage is Suffrage.NONVOTER:
@@ -203,7 +209,9 @@ class ConfigChange:
             address = self.address or (existing.address if existing else "")
             new = Server(self.server_id, address, suffrage)
             if existing == new:
-                raise ConfigChangeError(f"server {self.server_id!r} is already in the configuration as {suffrage.value}")
+                raise ConfigChangeError(
+                    f"server {self.server_id!r} is already in the configuration as {suffrage.value}"
+                )
             if existing is None:
                 servers = [*conf.servers, new]
             else:
@@ -251,7 +259,9 @@ class _PendingRead:
 class RaftCore:
     """One Raft server. Not thread-safe: one owner (the driver task) calls everything."""
 
-    def __init__(self, server_id: str, storage: Storage, rng: RandomLike, config: RaftConfig | None = None) -> None:
+    def __init__(
+        self, server_id: str, storage: Storage, rng: RandomLike, config: RaftConfig | None = None
+    ) -> None:
         """Build a server from whatever ``storage`` holds: this is both first start and restart.
 
         On restart the driver restores its FSM from ``storage``'s snapshot (if any) before the first
@@ -297,6 +307,7 @@ class RaftCore:
         self._needs_broadcast = False
         self._transferee: str | None = None
         self._transfer_elapsed = 0
+        self._timeout_now_sent = False
         self._lease_revoked = False
         self._seq = 0  # heartbeat sequence number (ReadIndex / lease), monotonic for the core's life
         self._seq_pending = False  # a seq was allocated for reads but not broadcast yet
@@ -311,7 +322,12 @@ class RaftCore:
     # ==== inputs ==================================================================================
 
     def tick(self) -> None:
-        """Advance logical time by one tick."""
+        """Advance logical time by one tick.
+
+        The number of ticks must follow a monotonic clock: after the driver stalls (GC pause,
+        suspended VM), call ``tick()`` once per missed interval before anything else. Leader leases
+        assume the leader's ticks run no slower than real time.
+        """
         self._ticks += 1
         self._tick_role()
 
@@ -392,6 +408,7 @@ class RaftCore:
             return
         self._transferee = target
         self._transfer_elapsed = 0
+        self._timeout_now_sent = False
         pr = self._progress[target]
         if pr.match == self._log.last_index:
             self._send_timeout_now(target)
@@ -501,6 +518,8 @@ class RaftCore:
             committed=committed,
             read_states=tuple(self._read_states),
             configuration=conf[1] if conf != self._prev_configuration else None,
+            must_sync=bool(self._pending_snapshot is not None or self._log.unstable())
+            or (hs.term, hs.vote) != (self._prev_hard_state.term, self._prev_hard_state.vote),
         )
         self._prev_hard_state, self._prev_soft_state, self._prev_configuration = hs, ss, conf
         self._outbox.clear()
@@ -522,6 +541,9 @@ class RaftCore:
         if rd.committed:
             self._applied = max(self._applied, rd.committed[-1].index)
         self._outstanding = None
+        # Our own entries just became durable: that may complete a majority (always, with one voter).
+        if self._role is Role.LEADER and self._maybe_commit():
+            self._broadcast_commit()
 
     def status(self) -> RaftStatus:
         conf_index, conf = self._log.latest_configuration()
@@ -552,7 +574,9 @@ class RaftCore:
             num_peers=len(conf.voters - {self.id}) if conf.is_voter(self.id) else 0,
             ticks_since_leader_contact=contact,
             match_index={pid: pr.match for pid, pr in sorted(self._progress.items())} if is_leader else {},
-            replication_state={pid: pr.state.value for pid, pr in sorted(self._progress.items())} if is_leader else {},
+            replication_state={pid: pr.state.value for pid, pr in sorted(self._progress.items())}
+            if is_leader
+            else {},
         )
 
     # Read-only views for tests and the driver.
@@ -631,6 +655,7 @@ class RaftCore:
         self._needs_broadcast = False
         self._transferee = None
         self._transfer_elapsed = 0
+        self._timeout_now_sent = False
         self._lease_revoked = False
         self._seq_pending = False
         self._seq_sent.clear()
@@ -739,10 +764,14 @@ class RaftCore:
             if not m.pre_vote:
                 self._vote = m.src
                 self._election_elapsed = 0
-            self._send(RequestVoteResponse(term=m.term, src=self.id, dst=m.src, granted=True, pre_vote=m.pre_vote))
+            self._send(
+                RequestVoteResponse(term=m.term, src=self.id, dst=m.src, granted=True, pre_vote=m.pre_vote)
+            )
         else:
             self._send(
-                RequestVoteResponse(term=self._term, src=self.id, dst=m.src, granted=False, pre_vote=m.pre_vote)
+                RequestVoteResponse(
+                    term=self._term, src=self.id, dst=m.src, granted=False, pre_vote=m.pre_vote
+                )
             )
 
     def _reply_stale(self, m: Message) -> None:
@@ -750,15 +779,21 @@ class RaftCore:
         learns it (Figure 2, "if term < currentTerm: reply false"); drop stale responses."""
         if isinstance(m, AppendEntries):
             self._send(
-                AppendEntriesResponse(term=self._term, src=self.id, dst=m.src, success=False, index=m.prev_log_index)
+                AppendEntriesResponse(
+                    term=self._term, src=self.id, dst=m.src, success=False, index=m.prev_log_index
+                )
             )
         elif isinstance(m, Heartbeat):
             self._send(HeartbeatResponse(term=self._term, src=self.id, dst=m.src, seq=m.seq))
         elif isinstance(m, InstallSnapshot):
-            self._send(InstallSnapshotResponse(term=self._term, src=self.id, dst=m.src, success=False, index=0))
+            self._send(
+                InstallSnapshotResponse(term=self._term, src=self.id, dst=m.src, success=False, index=0)
+            )
         elif isinstance(m, RequestVote):
             self._send(
-                RequestVoteResponse(term=self._term, src=self.id, dst=m.src, granted=False, pre_vote=m.pre_vote)
+                RequestVoteResponse(
+                    term=self._term, src=self.id, dst=m.src, granted=False, pre_vote=m.pre_vote
+                )
             )
 
     # ==== per-role message handling ===============================================================
@@ -808,7 +843,9 @@ class RaftCore:
         elif isinstance(m, InstallSnapshotResponse):
             self._handle_snapshot_response(m)
         elif isinstance(m, AppendEntries | Heartbeat | InstallSnapshot):
-            raise SafetyViolation(f"{self.id}: leader of term {self._term} got {m.TYPE} from {m.src} in the same term")
+            raise SafetyViolation(
+                f"{self.id}: leader of term {self._term} got {m.TYPE} from {m.src} in the same term"
+            )
 
     # ---- follower side -------------------------------------------------------------------------
 
@@ -819,7 +856,11 @@ class RaftCore:
             # skip the overlap; this also makes a reordered, older message harmless.
             skip = self._commit - prev
             if skip >= len(entries):
-                self._send(AppendEntriesResponse(term=self._term, src=self.id, dst=m.src, success=True, index=self._commit))
+                self._send(
+                    AppendEntriesResponse(
+                        term=self._term, src=self.id, dst=m.src, success=True, index=self._commit
+                    )
+                )
                 return
             prev, entries = self._commit, entries[skip:]
             known = self._log.term_at(prev)
@@ -827,7 +868,9 @@ class RaftCore:
             prev_term = known
         last_new = self._log.try_append(prev, prev_term, entries, self._commit)
         if last_new is None:
-            hint = self._log.find_conflict_by_term(min(m.prev_log_index, self._log.last_index), m.prev_log_term)
+            hint = self._log.find_conflict_by_term(
+                min(m.prev_log_index, self._log.last_index), m.prev_log_term
+            )
             self._send(
                 AppendEntriesResponse(
                     term=self._term,
@@ -842,7 +885,9 @@ class RaftCore:
             return
         # Figure 2: commitIndex = min(leaderCommit, index of last new entry).
         self._commit_to(min(m.leader_commit, last_new))
-        self._send(AppendEntriesResponse(term=self._term, src=self.id, dst=m.src, success=True, index=last_new))
+        self._send(
+            AppendEntriesResponse(term=self._term, src=self.id, dst=m.src, success=True, index=last_new)
+        )
 
     def _handle_heartbeat(self, m: Heartbeat) -> None:
         self._commit_to(min(m.commit, self._log.last_index))
@@ -864,7 +909,9 @@ class RaftCore:
             self._commit = meta.index
             self._applying = meta.index
             index = meta.index
-        self._send(InstallSnapshotResponse(term=self._term, src=self.id, dst=m.src, success=True, index=index))
+        self._send(
+            InstallSnapshotResponse(term=self._term, src=self.id, dst=m.src, success=True, index=index)
+        )
 
     def _commit_to(self, index: int) -> None:
         if index > self._commit:
@@ -902,8 +949,7 @@ class RaftCore:
             sent = True
         if not sent:
             self._send_commit(m.src)  # it may be the last to ack: tell it what it helped commit
-        if m.src == self._transferee and pr.match == self._log.last_index:
-            self._send_timeout_now(m.src)
+        self._maybe_finish_transfer(m.src)
 
     def _handle_heartbeat_response(self, m: HeartbeatResponse) -> None:
         pr = self._progress.get(m.src)
@@ -918,7 +964,10 @@ class RaftCore:
             pr.inflights.free_first()
         if pr.match < self._log.last_index:
             self._send_append(m.src)
+        self._maybe_finish_transfer(m.src)
         self._advance_reads()
+        if self._cfg.lease_ticks:
+            self._quorum_seq_sent_tick()  # trims lease bookkeeping the quorum has moved past
 
     def _handle_snapshot_response(self, m: InstallSnapshotResponse) -> None:
         pr = self._progress.get(m.src)
@@ -942,13 +991,23 @@ class RaftCore:
         if self._role is Role.LEADER and m.src in self._progress:
             while self._send_append(m.src, allow_empty=False):
                 pass
+            self._maybe_finish_transfer(m.src)
+
+    def _maybe_finish_transfer(self, peer: str) -> None:
+        """§3.10: once the transfer target's log matches ours, tell it to campaign (once)."""
+        if peer == self._transferee and not self._timeout_now_sent:
+            if self._progress[peer].match == self._log.last_index:
+                self._send_timeout_now(peer)
 
     def _maybe_commit(self) -> bool:
         """Advance the commit index to the highest index on a majority of voters, but only if that
         entry is from the current term (§5.4.2, Figure 8): older entries commit indirectly."""
         voters = self._log.latest_configuration()[1].voters
         match = {pid: pr.match for pid, pr in self._progress.items()}
-        match[self.id] = self._log.last_index
+        # The leader's own copy counts once it is durable, like anyone else's: "committed" must mean
+        # "on stable storage of a majority", or a crash of a one-server cluster could lose an entry
+        # after it was counted (it would never be applied, but the commit index would lie).
+        match[self.id] = self._log.stable_index
         n = quorum_index(voters, match)
         if n <= self._commit or self._log.term_at(n) != self._term:
             return False
@@ -998,7 +1057,6 @@ class RaftCore:
         entry = Entry(index=self._log.last_index + 1, term=self._term, kind=kind, data=data)
         self._log.append([entry])
         self._needs_broadcast = True
-        self._maybe_commit()  # a single-voter cluster commits on append
         return entry.index
 
     def _committed_in_current_term(self) -> bool:
@@ -1023,7 +1081,8 @@ class RaftCore:
             self._broadcast_heartbeat(new_seq=False)
 
     def _send_append(self, to: str, allow_empty: bool = True) -> bool:
-        """Send the follower its next batch (or a snapshot, §7). Returns whether anything was sent."""
+        """Send the follower its next batch (or a snapshot, §7). Returns whether anything was sent.
+        ``allow_empty=False`` skips an empty AppendEntries to a follower that is replicating."""
         pr = self._progress[to]
         if pr.is_paused():
             return False
@@ -1032,8 +1091,8 @@ class RaftCore:
         if prev_term is None or prev < self._log.offset:
             return self._send_snapshot(to, pr)
         entries = self._log.entries_from(pr.next, self._cfg.max_entries_per_msg)
-        if not entries and not allow_empty:
-            return False
+        if not entries and not allow_empty and pr.state is ProgressState.REPLICATE:
+            return False  # a probe, though, is always worth sending: it finds where the logs diverge
         self._send(
             AppendEntries(
                 term=self._term,
@@ -1083,13 +1142,15 @@ class RaftCore:
     def _send_timeout_now(self, to: str) -> None:
         # From here on another server may win an election without waiting for our lease to lapse.
         self._lease_revoked = True
+        self._timeout_now_sent = True
         self._send(TimeoutNow(term=self._term, src=self.id, dst=to))
 
     # ---- reads ---------------------------------------------------------------------------------
 
     def _new_seq(self) -> None:
         self._seq += 1
-        self._seq_sent.append((self._seq, self._ticks))
+        if self._cfg.lease_ticks:
+            self._seq_sent.append((self._seq, self._ticks))
 
     def _start_read(self, ctx: int) -> None:
         if not self._seq_pending:

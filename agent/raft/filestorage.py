@@ -126,7 +126,11 @@ class FileStorage:
             buf += _record("H", hard_state.to_wire())
         if not buf:
             return
-        self._write(bytes(buf))
+        # Only the commit index moved: it is a restart hint, not a promise (Figure 2 persists term,
+        # vote and log), so it is written but not worth an fsync of its own.
+        hint_only = (snapshot is None and not entries and hard_state is not None
+                     and (hard_state.term, hard_state.vote) == (self._hard_state.term, self._hard_state.vote))
+        self._write(bytes(buf), sync=not hint_only)
         if entries:
             del self._entries[entries[0].index - self._offset_index - 1:]
             self._entries.extend(entries)
@@ -186,14 +190,15 @@ class FileStorage:
 
     # ------------------------------------------------------------ internal
 
-    def _write(self, data: bytes) -> None:
+    def _write(self, data: bytes, sync: bool = True) -> None:
         if self._fd is None:
             raise StorageError("storage not loaded")
         view = memoryview(data)
         while view:
             n = os.write(self._fd, view)
             view = view[n:]
-        os.fsync(self._fd)
+        if sync:
+            os.fsync(self._fd)
 
     def _read_snapshot(self) -> None:
         if not self.snapshot_path.exists():

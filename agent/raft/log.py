@@ -156,7 +156,9 @@ class RaftLog:
             raise SafetyViolation(f"append at {entries[0].index} after last index {self.last_index}")
         self._extend(entries)
 
-    def try_append(self, prev_index: int, prev_term: int, entries: Sequence[Entry], commit: int) -> int | None:
+    def try_append(
+        self, prev_index: int, prev_term: int, entries: Sequence[Entry], commit: int
+    ) -> int | None:
         """Follower path (§5.3, AppendEntries receiver rules 2-4).
 
         Returns the index of the last entry now known to match the leader (``prev_index`` plus the
@@ -176,7 +178,9 @@ class RaftLog:
                 continue
             if existing is not None:
                 if e.index <= commit:
-                    raise SafetyViolation(f"conflicting entry at {e.index} would truncate committed index {commit}")
+                    raise SafetyViolation(
+                        f"conflicting entry at {e.index} would truncate committed index {commit}"
+                    )
                 self._truncate_from(e.index)
             self._extend(entries[i:])
             break

@@ -305,7 +305,9 @@ class Snapshot:
     @classmethod
     def from_wire(cls, raw: object) -> Snapshot:
         d = _dict(raw, "Snapshot")
-        return cls(meta=SnapshotMeta.from_wire(_field(d, "meta", "Snapshot")), data=_bytes(d, "data", "Snapshot"))
+        return cls(
+            meta=SnapshotMeta.from_wire(_field(d, "meta", "Snapshot")), data=_bytes(d, "data", "Snapshot")
+        )
 
 
 # -- RPC messages ------------------------------------------------------------------------------------
@@ -379,7 +381,11 @@ class RequestVoteResponse(_MessageBase):
     def from_wire(cls, raw: object) -> RequestVoteResponse:
         d, term, src, dst = _header(raw, cls.TYPE)
         return cls(
-            term=term, src=src, dst=dst, granted=_bool(d, "granted", cls.TYPE), pre_vote=_bool(d, "pre_vote", cls.TYPE)
+            term=term,
+            src=src,
+            dst=dst,
+            granted=_bool(d, "granted", cls.TYPE),
+            pre_vote=_bool(d, "pre_vote", cls.TYPE),
         )
 
 
@@ -472,7 +478,9 @@ class Heartbeat(_MessageBase):
     @classmethod
     def from_wire(cls, raw: object) -> Heartbeat:
         d, term, src, dst = _header(raw, cls.TYPE)
-        return cls(term=term, src=src, dst=dst, commit=_uint(d, "commit", cls.TYPE), seq=_uint(d, "seq", cls.TYPE))
+        return cls(
+            term=term, src=src, dst=dst, commit=_uint(d, "commit", cls.TYPE), seq=_uint(d, "seq", cls.TYPE)
+        )
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -522,7 +530,11 @@ class InstallSnapshotResponse(_MessageBase):
     def from_wire(cls, raw: object) -> InstallSnapshotResponse:
         d, term, src, dst = _header(raw, cls.TYPE)
         return cls(
-            term=term, src=src, dst=dst, success=_bool(d, "success", cls.TYPE), index=_uint(d, "index", cls.TYPE)
+            term=term,
+            src=src,
+            dst=dst,
+            success=_bool(d, "success", cls.TYPE),
+            index=_uint(d, "index", cls.TYPE),
         )
 
 

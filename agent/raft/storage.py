@@ -49,7 +49,9 @@ class Storage(Protocol):
         """Read back everything persisted so far (a fresh store returns an empty state)."""
         ...
 
-    def save(self, hard_state: HardState | None, entries: Sequence[Entry], snapshot: Snapshot | None = None) -> None:
+    def save(
+        self, hard_state: HardState | None, entries: Sequence[Entry], snapshot: Snapshot | None = None
+    ) -> None:
         """Make one Ready's worth of state durable, in this order, and return only once it is.
 
         1. ``snapshot`` (a snapshot received from the leader): replace the snapshot and discard the
@@ -90,7 +92,9 @@ class MemoryStorage:
             entries=tuple(self._entries),
         )
 
-    def save(self, hard_state: HardState | None, entries: Sequence[Entry], snapshot: Snapshot | None = None) -> None:
+    def save(
+        self, hard_state: HardState | None, entries: Sequence[Entry], snapshot: Snapshot | None = None
+    ) -> None:
         if snapshot is not None:
             self._snapshot = snapshot
             self._offset_index = snapshot.meta.index
@@ -99,7 +103,9 @@ class MemoryStorage:
         if entries:
             first = entries[0].index
             if first <= self._offset_index:
-                raise StorageError(f"append at {first} is at or below the compaction offset {self._offset_index}")
+                raise StorageError(
+                    f"append at {first} is at or below the compaction offset {self._offset_index}"
+                )
             if first > self.last_index + 1:
                 raise StorageError(f"append at {first} leaves a gap after last index {self.last_index}")
             del self._entries[first - self._offset_index - 1 :]
@@ -154,4 +160,6 @@ def bootstrap(storage: Storage, configuration: Configuration) -> None:
         raise StorageError("refusing to bootstrap: storage already holds Raft state")
     if not configuration.voters:
         raise StorageError("refusing to bootstrap: the configuration has no voters")
-    storage.save(HardState(term=1), [Entry(index=1, term=1, kind=EntryKind.CONFIG, data=configuration.encode())])
+    storage.save(
+        HardState(term=1), [Entry(index=1, term=1, kind=EntryKind.CONFIG, data=configuration.encode())]
+    )

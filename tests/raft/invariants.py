@@ -58,12 +58,18 @@ class InvariantChecker:
         if core.role is Role.LEADER:
             prev = self.leader_of_term.setdefault(core.term, nid)
             if prev != nid:
-                raise InvariantViolation(f"Election Safety: {prev} and {nid} are both leaders of term {core.term}")
+                raise InvariantViolation(
+                    f"Election Safety: {prev} and {nid} are both leaders of term {core.term}"
+                )
         commit = core.commit_index
         if commit < self.last_commit.get(nid, 0):
-            raise InvariantViolation(f"{nid}: commit index went back from {self.last_commit[nid]} to {commit}")
+            raise InvariantViolation(
+                f"{nid}: commit index went back from {self.last_commit[nid]} to {commit}"
+            )
         if commit > core.log.last_index:
-            raise InvariantViolation(f"{nid}: commit index {commit} beyond last log index {core.log.last_index}")
+            raise InvariantViolation(
+                f"{nid}: commit index {commit} beyond last log index {core.log.last_index}"
+            )
         self.last_commit[nid] = commit
         lo = max(self.recorded_to.get(nid, 0), core.log.offset) + 1
         for i in range(lo, commit + 1):
@@ -121,11 +127,15 @@ class InvariantChecker:
     def on_restore(self, nid: str, index: int, term: int, items: list[tuple[int, int, bytes]]) -> None:
         known = self.committed.get(index)
         if known is not None and known.term != term:
-            raise InvariantViolation(f"{nid}: snapshot at {index} has term {term}, committed term is {known.term}")
+            raise InvariantViolation(
+                f"{nid}: snapshot at {index} has term {term}, committed term is {known.term}"
+            )
         for i, t, data in items:
             c = self.committed.get(i)
             if c is not None and (c.term, c.data) != (t, data):
-                raise InvariantViolation(f"{nid}: snapshot holds ({t}, {data!r}) at {i}, committed is ({c.term}, {c.data!r})")
+                raise InvariantViolation(
+                    f"{nid}: snapshot holds ({t}, {data!r}) at {i}, committed is ({c.term}, {c.data!r})"
+                )
         self.applied_to[nid] = index
 
     def on_apply(self, core: RaftCore, e: Entry) -> None:

@@ -32,7 +32,9 @@ from agent.raft import (
 
 from .invariants import InvariantChecker
 
-FAST = RaftConfig(election_ticks=10, heartbeat_ticks=1, lease_ticks=0, trailing_entries=4, snapshot_retry_ticks=20)
+FAST = RaftConfig(
+    election_ticks=10, heartbeat_ticks=1, lease_ticks=0, trailing_entries=4, snapshot_retry_ticks=20
+)
 
 
 class StateMachine:
@@ -101,7 +103,9 @@ class SimNode:
             # 4. restore, then apply in order.
             if rd.snapshot is not None:
                 self.fsm.restore(rd.snapshot.data, rd.snapshot.meta.index)
-                self.net.checker.on_restore(self.id, rd.snapshot.meta.index, rd.snapshot.meta.term, self.fsm.items)
+                self.net.checker.on_restore(
+                    self.id, rd.snapshot.meta.index, rd.snapshot.meta.term, self.fsm.items
+                )
             for e in rd.committed:
                 self.net.checker.on_apply(core, e)
                 if e.kind is EntryKind.NORMAL:
@@ -188,7 +192,9 @@ class Network:
     def on_applied(self, node: SimNode, index: int, term: int, data: bytes) -> None:
         acked = self.acked.get(index)
         if acked is not None and acked != (term, data):
-            raise AssertionError(f"{node.id} applied ({term}, {data!r}) at {index}, but {acked} was acknowledged")
+            raise AssertionError(
+                f"{node.id} applied ({term}, {data!r}) at {index}, but {acked} was acknowledged"
+            )
         mine = self.pending[node.id]
         if (index, term) in mine:
             self.acked[index] = (term, mine.pop((index, term)))
