@@ -3,11 +3,12 @@ PYTHON ?= python3
 VENV   ?= .venv
 PY      = $(VENV)/bin/python
 CTK     = $(VENV)/bin/ctk
-# Debian packages the tests drive for real: nginx, dig (dnsutils), etcd (bench peer), keepalived (LVS check)
-DEBS    = nginx:nginx dig:dnsutils
+# Debian packages the tests drive for real (nginx, dig) and the benchmarks' peers (etcd, dnsperf).
+DEBS       = nginx:nginx dig:dnsutils
+BENCH_DEBS = etcd:etcd-server dnsperf:dnsperf
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: setup debs run test test-fast lint bench clean
+.PHONY: setup debs bench-debs install-debs run test test-fast lint bench clean
 
 setup: $(VENV)/.installed
 
@@ -18,8 +19,15 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 debs:
-	@missing=""; for pair in $(DEBS); do bin=$${pair%%:*}; pkg=$${pair##*:}; \
-	  command -v $$bin >/dev/null 2>&1 || [ -x /usr/sbin/$$bin ] || missing="$$missing $$pkg"; done; \
+	@$(MAKE) --no-print-directory install-debs PAIRS="$(DEBS)"
+
+bench-debs:
+	@$(MAKE) --no-print-directory install-debs PAIRS="$(BENCH_DEBS)"
+
+# Installs the Debian package of each bin:pkg pair whose binary is missing (one apt run for all).
+install-debs:
+	@missing=""; for pair in $(PAIRS); do bin=$${pair%%:*}; pkg=$${pair##*:}; \
+	  command -v $$bin >/dev/null 2>&1 || [ -x /usr/sbin/$$bin ] || [ -x /usr/bin/$$bin ] || missing="$$missing $$pkg"; done; \
 	if [ -n "$$missing" ]; then echo "installing Debian packages:$$missing"; \
 	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing >/dev/null; fi
 
@@ -37,8 +45,11 @@ test: setup debs lint
 test-fast: setup
 	$(PY) -m pytest -q -m 'not slow'
 
-bench: setup
+# Every figure in the README's performance section comes from these scripts, run side by side with peers.
+bench: setup bench-debs
 	$(PY) bench/kv_bench.py
+	$(PY) bench/dns_bench.py
+	$(PY) bench/template_render.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info .mypy_cache .ruff_cache .pytest_cache

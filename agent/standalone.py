@@ -94,11 +94,16 @@ class Standalone:
                 if not fut.done():
                     fut.set_exception(err)
             return
-        for (index, cmd), (_, fut) in zip(records, batch, strict=True):
-            result = self.store.apply(index, cmd)
-            self.commit_index = index
-            if not fut.done():
-                fut.set_result(result)
+        self.store.defer_notify = True
+        try:
+            for (index, cmd), (_, fut) in zip(records, batch, strict=True):
+                result = self.store.apply(index, cmd)
+                self.commit_index = index
+                if not fut.done():
+                    fut.set_result(result)
+        finally:
+            self.store.defer_notify = False
+            self.store.flush_notify()
         if journal.records_since_snapshot >= self.snapshot_threshold:
             blob = self.store.snapshot()
             await asyncio.to_thread(journal.write_snapshot, blob)

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 from aiohttp import web
 
 from agent.http import agent_endpoint, catalog_endpoint, kv_endpoint, session_endpoint, snapshot_endpoint
-from agent.http.core import MAX_BODY, Router, error_middleware
+from agent.http.core import MAX_BODY, BodyCache, Router, error_middleware
 
 if TYPE_CHECKING:
     from agent.server import Agent
@@ -48,5 +48,6 @@ async def dispatch(request: web.Request) -> web.StreamResponse:
 def build_app(agent: Agent) -> web.Application:
     app = web.Application(middlewares=[error_middleware], client_max_size=MAX_BODY)
     app["agent"] = agent
+    app["body_cache"] = BodyCache()
     app.router.add_route("*", "/{tail:.*}", dispatch)
     return app

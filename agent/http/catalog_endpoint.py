@@ -244,9 +244,13 @@ async def health_service(request: web.Request, name: str) -> web.StreamResponse:
     index, entries = await blocking(request, lambda: agent.store.health_service(name, tags, passing),
                                     topics=("service:" + name,))
     dc = agent.datacenter
-    out = [health_entry_json(n, s, c, dc) for n, s, c in entries]
-    out = _near_sort(request, out, lambda e: str(e["Node"]["Node"]))
-    return json_response(request, _filter_meta(request, out, lambda e: e["Node"].get("Meta")), index=index)
+
+    def body() -> list[dict[str, Any]]:
+        out = [health_entry_json(n, s, c, dc) for n, s, c in entries]
+        out = _near_sort(request, out, lambda e: str(e["Node"]["Node"]))
+        return _filter_meta(request, out, lambda e: e["Node"].get("Meta"))
+
+    return json_response(request, body, index=index)
 
 
 ROUTES = [

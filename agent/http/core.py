@@ -115,6 +115,30 @@ def parse_bool_param(request: web.Request, name: str) -> bool | None:
     raise HTTPError(400, f"Invalid value for ?{name}")
 
 
+class BodyCache:
+    """Encoded bodies of blocking reads, keyed by (query, result index, store epoch, pretty).
+
+    When one write wakes thousands of blocking queries on the same key, they all answer the same
+    bytes: encode once. Safe because a read's index identifies the content of its data view (the
+    store bumps ``epoch`` on the rare events that break that: restore, tombstone reaping).
+    """
+
+    def __init__(self, max_entries: int = 4096) -> None:
+        self.max_entries = max_entries
+        self._data: dict[tuple[Any, ...], bytes] = {}
+
+    def get(self, key: tuple[Any, ...]) -> bytes | None:
+        return self._data.get(key)
+
+    def put(self, key: tuple[Any, ...], body: bytes) -> None:
+        if len(self._data) >= self.max_entries:
+            self._data.pop(next(iter(self._data)))
+        self._data[key] = body
+
+
+_IGNORED_FOR_CACHE = frozenset({"index", "wait", "stale", "consistent", "cached", "token", "leader", "max_stale"})
+
+
 def _dumps(data: Any, pretty: bool) -> bytes:
     if pretty:
         return (json.dumps(data, indent=4) + "\n").encode()
@@ -143,7 +167,16 @@ def json_response(
     if headers:
         hdrs.update(headers)
     pretty = agent.config.pretty_json or "pretty" in request.query
-    return web.Response(body=_dumps(data, pretty), status=status, headers=hdrs)
+    if index is not None and status == 200 and request.method == "GET":
+        cache: BodyCache = request.app["body_cache"]
+        query = tuple(sorted((k, v) for k, v in request.query.items() if k not in _IGNORED_FOR_CACHE))
+        key = (request.path, query, index, agent.store.epoch, pretty)
+        body = cache.get(key)
+        if body is None:
+            body = _dumps(data() if callable(data) else data, pretty)
+            cache.put(key, body)
+        return web.Response(body=body, status=status, headers=hdrs)
+    return web.Response(body=_dumps(data() if callable(data) else data, pretty), status=status, headers=hdrs)
 
 
 def empty_ok() -> web.Response:

@@ -64,7 +64,7 @@ async def kv_get(request: web.Request, key: str) -> web.StreamResponse:
         index, entries = await blocking(request, lambda: store.kv_list(key), kv_prefixes=(key,), opts=opts)
         if not entries:
             return _not_found(request, index)
-        return json_response(request, [kv_json(e) for e in entries], index=index)
+        return json_response(request, lambda: [kv_json(e) for e in entries], index=index)
     index, entry = await blocking(request, lambda: store.kv_get(key), kv_keys=(key,), opts=opts)
     if entry is None:
         return _not_found(request, index)
@@ -78,7 +78,7 @@ async def kv_get(request: web.Request, key: str) -> web.StreamResponse:
             "X-Consul-Lastcontact": str(agent.consensus.last_contact_ms()),
         })
         return resp
-    return json_response(request, [kv_json(entry)], index=index)
+    return json_response(request, lambda: [kv_json(entry)], index=index)
 
 
 def _not_found(request: web.Request, index: int) -> web.StreamResponse:

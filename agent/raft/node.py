@@ -190,6 +190,7 @@ class RaftNode:
             self.store.restore(rd.snapshot.data)
             self.applied_index = self.last_snapshot_index = rd.snapshot.meta.index
             self._fail_proposals_through(rd.snapshot.meta.index)
+        self.store.defer_notify = True
         for entry in rd.committed:
             result: Any = None
             if entry.kind is EntryKind.NORMAL:
@@ -208,6 +209,8 @@ class RaftNode:
                         fut.set_result(result)
                     else:
                         fut.set_exception(LeadershipLost())
+        self.store.defer_notify = False
+        self.store.flush_notify()  # after the proposers' futures: their replies go out first
         for rs in rd.read_states:
             read = self._reads.pop(rs.ctx, None)
             if read is not None and not read.done():

@@ -84,6 +84,12 @@ class Store:
         self._undo: list[Callable[[], None]] | None = None
         self._topics: set[str] = set()
         self._keys: set[str] = set()
+        self.defer_notify = False
+        self._pending_topics: set[str] = set()
+        self._pending_keys: set[str] = set()
+        #: Bumped whenever indexes may stop identifying content (restore, tombstone reap): response caches
+        #: keyed by (query, index) must include it.
+        self.epoch = getattr(self, "epoch", 0) + 1
 
     # ------------------------------------------------------------------ apply
 
@@ -111,8 +117,22 @@ class Store:
             self._undo = None
             topics, keys = self._topics, self._keys
             self._topics, self._keys = set(), set()
-            if topics or keys:
+            if self.defer_notify:
+                self._pending_topics |= topics
+                self._pending_keys |= keys
+            elif topics or keys:
                 self.hub.notify(topics, keys)
+
+    def flush_notify(self) -> None:
+        """Wake the watchers of everything applied while ``defer_notify`` was set.
+
+        Drivers apply a batch with notifications deferred, answer the proposers, then flush: a writer's
+        reply is then never queued behind thousands of blocking queries it just woke.
+        """
+        topics, keys = self._pending_topics, self._pending_keys
+        self._pending_topics, self._pending_keys = set(), set()
+        if topics or keys:
+            self.hub.notify(topics, keys)
 
     def _rollback(self) -> None:
         undo = self._undo or []
@@ -696,6 +716,8 @@ class Store:
         reaped = [k for k, i in self.tombstones.items() if i <= upto]
         for k in reaped:
             del self.tombstones[k]
+        if reaped:
+            self.epoch += 1
         return len(reaped)
 
     # ---------------------------------------------------------------- reads

@@ -228,3 +228,20 @@ def test_apply_rejects_out_of_order_index() -> None:
     s.apply(5, commands.kv("set", "a", value=b""))
     with pytest.raises(ValueError):
         s.apply(5, commands.kv("set", "a", value=b""))
+
+
+def test_deferred_notifications_fire_on_flush_and_epoch_tracks_index_reuse() -> None:
+    hub = WatchHub()
+    log = Log(Store(hub))
+    fired: list[str] = []
+    hub.watch(lambda: fired.append("k"), kv_keys=["k"])
+    log.store.defer_notify = True
+    log(commands.kv("set", "k", value=b"1"))
+    assert fired == []  # the driver answers the proposer first
+    log.store.defer_notify = False
+    log.store.flush_notify()
+    assert fired == ["k"]
+    epoch = log.store.epoch
+    log(commands.kv("delete", "k"))
+    log({"op": "tombstone_reap", "index": log.index})
+    assert log.store.epoch > epoch  # a prefix index may now name different content: caches must not reuse it
