@@ -63,6 +63,7 @@ SERVER_SERVICE = "consul"  # every server appears as service "consul", as in Con
 RAFT_TICK_S = 0.05  # × raft_multiplier (5 by default, 1 in -dev): election timeout 10 ticks = 0.5 s × multiplier
 LEADER_RECONCILE_INTERVAL_S = 10.0
 LEAVE_TIMEOUT_S = 10.0
+MAX_TRAILING_LOGS = 250  # autopilot's max_trailing_logs: a server further behind is not healthy
 
 
 class Agent:
@@ -87,6 +88,7 @@ class Agent:
                 tick_s=RAFT_TICK_S * cfg.raft_multiplier, snapshot_threshold=cfg.raft_snapshot_threshold,
                 on_leader_change=self._leader_changed, bind_host=cfg.bind_addr)
             self.raft.rpc_handlers["session_renew"] = self._rpc_session_renew
+            self.raft.rpc_handlers["autopilot_health"] = lambda body: self.autopilot_health()
             self.consensus = self.raft
             self.directory = ServerDirectory(self._server_info, cfg.bind_addr, cfg.ports.serf_lan,
                                              list(cfg.retry_join), cfg.retry_interval_s, self._directory_changed)
@@ -115,6 +117,7 @@ class Agent:
         self._formation: asyncio.Task[None] | None = None
         self._formation_kick = asyncio.Event()
         self._background: set[asyncio.Task[Any]] = set()
+        self._stable_since: dict[str, float] = {}
 
     # --------------------------------------------------------------- writes
 
@@ -455,6 +458,69 @@ class Agent:
             raise ConsensusError("No cluster leader")
         await self.raft.transport.call(leader, "session_renew", {"id": session_id})
 
+    async def autopilot_health(self) -> dict[str, Any]:
+        """``/v1/operator/autopilot/health`` as Consul's leader computes it (``operator/autopilot.mdx``).
+
+        A server is healthy when it answers within a second, is a voter or non-voter of the current
+        configuration, and its log trails the leader's commit index by at most ``max_trailing_logs``
+        (250). FailureTolerance = healthy voters − quorum. Answered by the leader; followers forward.
+        """
+        raft = self.raft
+        if raft is None:
+            cfg = self.consensus.configuration()
+            server = cfg["Servers"][0]
+            return {"Healthy": True, "FailureTolerance": 0, "Servers": [{
+                "ID": server["ID"], "Name": self.node_name, "Address": server["Address"], "SerfStatus": "alive",
+                "Version": self.version, "Leader": True, "LastContact": "0s", "LastTerm": 1,
+                "LastIndex": self.store.last_index, "Healthy": True, "Voter": True,
+                "StableSince": _iso(self.started_at)}]}
+        if not raft.is_leader():
+            leader = raft.leader_address()
+            if not leader:
+                raise ConsensusError("No cluster leader")
+            result: dict[str, Any] = await raft.transport.call(leader, "autopilot_health", {}, timeout_s=5)
+            return result
+        conf = raft.current_configuration()
+        me = raft.status_dict()
+        names = {i.id: i.name for i in (self.directory.servers() if self.directory else [])}
+
+        async def probe(server: Server) -> tuple[Server, dict[str, Any] | None, float]:
+            if server.id == self.node_id:
+                return server, me, 0.0
+            t0 = time.monotonic()
+            try:
+                st = await raft.transport.call(raft.peer_address(server.id) or server.address, "status", {},
+                                               timeout_s=1.0)
+                return server, st, time.monotonic() - t0
+            except RPCError:
+                return server, None, 0.0
+
+        results = await asyncio.gather(*(probe(s) for s in conf.servers))
+        now = time.time()
+        servers_json = []
+        healthy_voters = 0
+        for server, st, rtt_s in results:
+            ok = st is not None and me["commit_index"] - int(st.get("last_log_index", 0)) <= MAX_TRAILING_LOGS
+            if ok:
+                self._stable_since.setdefault(server.id, now)
+            else:
+                self._stable_since.pop(server.id, None)
+            voter = conf.is_voter(server.id)
+            healthy_voters += int(ok and voter)
+            servers_json.append({
+                "ID": server.id, "Name": names.get(server.id, self.node_name if server.id == self.node_id else ""),
+                "Address": server.address, "SerfStatus": "alive" if st is not None else "failed",
+                "Version": self.version, "Leader": server.id == self.node_id,
+                "LastContact": "0s" if server.id == self.node_id else f"{rtt_s * 1000:.3f}ms" if st else "",
+                "LastTerm": int(st.get("term", 0)) if st else 0,
+                "LastIndex": int(st.get("last_log_index", 0)) if st else 0,
+                "Healthy": ok, "Voter": voter,
+                "StableSince": _iso(self._stable_since[server.id]) if server.id in self._stable_since else "",
+            })
+        voters = len(conf.voters)
+        return {"Healthy": all(s["Healthy"] for s in servers_json),
+                "FailureTolerance": max(0, healthy_voters - (voters // 2 + 1)), "Servers": servers_json}
+
     async def remove_peer(self, server_id: str = "", address: str = "") -> None:
         """``/v1/operator/raft/peer``: drop a (dead) server from the Raft configuration."""
         if self.raft is None:
@@ -676,6 +742,10 @@ def _raw_service(svc: ServiceDefinition) -> dict[str, Any]:
                                                                    "serviceid")}}
                    for c in svc.checks],
     }
+
+
+def _iso(ts: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts))
 
 
 def _setup_logging(cfg: AgentConfig) -> None:

@@ -226,6 +226,11 @@ async def raft_transfer_leader(request: web.Request, _: str) -> web.StreamRespon
     return json_response(request, {"Success": bool(new_leader)})
 
 
+async def autopilot_health(request: web.Request, _: str) -> web.StreamResponse:
+    health = await agent_of(request).autopilot_health()
+    return json_response(request, health, status=200 if health["Healthy"] else 429)
+
+
 ROUTES = [
     Route("/v1/session/create", {"PUT": create}),
     Route("/v1/session/destroy/", {"PUT": destroy}),
@@ -240,4 +245,5 @@ ROUTES = [
     Route("/v1/operator/raft/configuration", {"GET": raft_configuration}),
     Route("/v1/operator/raft/peer", {"DELETE": raft_remove_peer}),
     Route("/v1/operator/raft/transfer-leader", {"POST": raft_transfer_leader}),
+    Route("/v1/operator/autopilot/health", {"GET": autopilot_health}),
 ]

@@ -477,6 +477,10 @@ class RaftNode:
 
     # ---------------------------------------------------------------- status
 
+    def peer_address(self, server_id: str) -> str:
+        """Where ``server_id`` is dialled now (discovery's address wins over the configuration's)."""
+        return self.address if server_id == self.id else self._addresses.get(server_id, "")
+
     def _leader_address(self, leader_id: str | None) -> str:
         if leader_id is None:
             return ""

@@ -195,3 +195,23 @@ def test_snapshot_save_restore_inspect_across_the_cluster(tmp_path: Path) -> Non
         bad = _ctk("snapshot", "restore", str(damaged), f"-http-addr={s1.addr}")
         assert bad.returncode == 1 and "Traceback" not in bad.stderr
         assert keys(s1, "snap") == want
+
+
+def test_autopilot_health_and_leave_refused_when_it_would_break_quorum(tmp_path: Path) -> None:
+    with Cluster(tmp_path, 3).start() as c:
+        s1, s2, s3 = c.servers
+        settle(lambda: s1.get("/v1/operator/autopilot/health").json().get("FailureTolerance") == 1)
+        health = s2.get("/v1/operator/autopilot/health")  # a follower forwards to the leader
+        assert health.status_code == 200
+        body = health.json()
+        assert body["Healthy"] is True and len(body["Servers"]) == 3
+        assert {s["Name"] for s in body["Servers"]} == {"s1", "s2", "s3"}
+        assert all(set(s) >= {"ID", "Name", "Address", "LastContact", "LastTerm", "LastIndex", "Healthy",
+                              "Voter", "StableSince"} for s in body["Servers"])
+        s3.kill()
+        if c.wait_leader() is s3:  # pragma: no cover - the killed one cannot be the agreed leader
+            raise AssertionError("a dead leader")
+        settle(lambda: s1.get("/v1/operator/autopilot/health").status_code == 429)
+        refused = _ctk("leave", f"-http-addr={s1.addr}")
+        assert refused.returncode == 1 and "refusing to leave" in refused.stderr and "s3" in refused.stderr
+        assert s1.alive() and put(s1, "still", b"up")

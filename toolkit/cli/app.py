@@ -168,11 +168,40 @@ def reload(http_addr: HttpAddr = None, token: Token = None, json_out: JsonOut = 
 
 
 @app.command()
-def leave(http_addr: HttpAddr = None, token: Token = None, json_out: JsonOut = False) -> None:
-    """Gracefully leave the cluster and shut the agent down."""
+def leave(
+    force: Annotated[bool, typer.Option("--force", help="leave even if the cluster would lose its quorum")] = False,
+    http_addr: HttpAddr = None, token: Token = None, json_out: JsonOut = False,
+) -> None:
+    """Gracefully leave the cluster and shut the agent down.
+
+    On a server, first checks that the servers that remain can still form a quorum; a leave that
+    would take the cluster down is refused unless --force.
+    """
     with client(http_addr, token) as c:
+        me = c.self_info().get("Config") or {}
+        if me.get("Server") and not force:
+            problem = _leave_would_break_quorum(c, str(me.get("NodeID", "")))
+            if problem:
+                fail(f"refusing to leave: {problem}. Bring the other servers back first, or use --force.")
         c.put("/v1/agent/leave")
     _ok(json_out, "Graceful leave complete", {"Left": True})
+
+
+def _leave_would_break_quorum(c: ConsulClient, my_id: str) -> str:
+    r = c.request("GET", "/v1/operator/autopilot/health", ok=(200, 429, 500, 404))
+    if r.status in (404, 500):
+        return ""  # a Consul without autopilot, or no leader already: nothing a leave can make worse
+    servers = [s for s in (r.json() or {}).get("Servers", []) if s.get("Voter")]
+    remaining = [s for s in servers if s.get("ID") != my_id]
+    if not remaining:
+        return ""
+    healthy = [s for s in remaining if s.get("Healthy")]
+    quorum = len(remaining) // 2 + 1
+    if len(healthy) >= quorum:
+        return ""
+    down = ", ".join(s.get("Name") or s.get("Address", "?") for s in remaining if not s.get("Healthy"))
+    return (f"{len(healthy)} of the {len(remaining)} servers that would remain are healthy, {quorum} are needed "
+            f"for a quorum (unhealthy: {down})")
 
 
 def _ok(json_out: bool, text: str, data: dict[str, Any]) -> None:
