@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY      = $(VENV)/bin/python
 CTK     = $(VENV)/bin/ctk
 # Debian packages the tests drive for real (nginx, dig) and the benchmarks' peers (etcd, dnsperf).
-DEBS       = nginx:nginx dig:dnsutils
+DEBS       = nginx:nginx dig:dnsutils keepalived:keepalived
 BENCH_DEBS = etcd:etcd-server dnsperf:dnsperf
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
@@ -50,6 +50,7 @@ bench: setup bench-debs
 	$(PY) bench/kv_bench.py
 	$(PY) bench/dns_bench.py
 	$(PY) bench/template_render.py
+	$(PY) bench/template_bench.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info .mypy_cache .ruff_cache .pytest_cache

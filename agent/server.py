@@ -118,6 +118,7 @@ class Agent:
         self._formation_kick = asyncio.Event()
         self._background: set[asyncio.Task[Any]] = set()
         self._stable_since: dict[str, float] = {}
+        self.closing = False  # set on shutdown: blocking queries answer at once instead of holding exit
 
     # --------------------------------------------------------------- writes
 
@@ -699,7 +700,8 @@ class Agent:
             app = build_app(self)
             self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
             await self._runner.setup()
-            site = web.TCPSite(self._runner, cfg.client_addr, cfg.ports.http, reuse_address=True, backlog=1024)
+            site = web.TCPSite(self._runner, cfg.client_addr, cfg.ports.http, reuse_address=True, backlog=1024,
+                               shutdown_timeout=2.0)
             await site.start()
             self.http_address = f"{cfg.client_addr}:{cfg.ports.http}"
         await self.dns.start()
@@ -717,6 +719,8 @@ class Agent:
         self._stop.set()
 
     async def close(self) -> None:
+        self.closing = True
+        self.store.hub.notify(everything=True)  # every waiting blocking query returns now
         for task in (self._reap_task, self._formation, self._leader_task):
             if task is not None:
                 task.cancel()

@@ -27,7 +27,7 @@ from datetime import datetime
 from typing import Any, Literal
 
 from .dependencies import Dependency
-from .errors import TemplateSyntaxError
+from .errors import TemplateError, TemplateSyntaxError
 from .functions import FUNCTION_ARITY, FUNCTIONS, DataSource, RenderContext, make_funcs
 from .gotemplate import GoTemplate
 from .jinja import JinjaTemplate, parses_as_jinja
@@ -139,7 +139,11 @@ class Template:
             )
 
     def render(self, source: DataSource, *, now: Callable[[], datetime] | None = None) -> RenderResult:
-        """One pass over ``source``: text + used + missing dependencies."""
+        """One pass over ``source``: text + used + missing dependencies.
+
+        A :class:`~templates.errors.TemplateError` raised while executing carries
+        ``dependencies`` and ``missing`` (frozensets) of the partial pass.
+        """
         ctx = RenderContext(
             source,
             env=self.env,
@@ -148,14 +152,22 @@ class Template:
             json_ints=self.syntax == "jinja",
             denylist=self.function_denylist,
         )
-        if self._go is not None:
-            funcs = make_funcs(ctx, self.function_denylist)
-            text = self._go.execute(
-                None, funcs, arity=FUNCTION_ARITY, missingkey_error=self.error_on_missing_key
-            )
-        else:
-            assert self._jinja is not None
-            text = self._jinja.render(ctx)
+        try:
+            if self._go is not None:
+                funcs = make_funcs(ctx, self.function_denylist)
+                text = self._go.execute(
+                    None, funcs, arity=FUNCTION_ARITY, missingkey_error=self.error_on_missing_key
+                )
+            else:
+                assert self._jinja is not None
+                text = self._jinja.render(ctx)
+        except TemplateError as e:
+            # What the pass touched before failing: the runner keeps watching it, and an error
+            # while data is still missing (``index (service "x") 0`` on the empty first pass)
+            # is "waiting", not a failure.
+            e.dependencies = frozenset(ctx.used)  # type: ignore[attr-defined]
+            e.missing = frozenset(ctx.missing)  # type: ignore[attr-defined]
+            raise
         return RenderResult(
             text=text,
             dependencies=frozenset(ctx.used),

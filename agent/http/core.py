@@ -268,7 +268,7 @@ async def blocking(
     hub = agent.store.hub
     while index <= opts.index:
         remaining = deadline - loop.time()
-        if remaining <= 0:
+        if remaining <= 0 or agent.closing:
             break
         fut: asyncio.Future[None] = loop.create_future()
 

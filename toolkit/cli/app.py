@@ -600,6 +600,7 @@ def services_deregister(
 def run_app(argv: list[str]) -> int:
     import toolkit.cli.operator  # noqa: F401  (registers `operator` and `recover`)
     import toolkit.cli.snapshot  # noqa: F401
+    import toolkit.cli.template  # noqa: F401  (registers `template`)
 
     err = Console(stderr=True, highlight=False)
     try:
