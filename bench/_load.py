@@ -7,6 +7,10 @@ Two kinds of worker, both started with :mod:`multiprocessing` (spawn) and driven
 * :func:`fanout_worker` — ``n`` waiters on one key (Consul blocking query or etcd watch stream); reports
   when each waiter woke up.
 
+``raft_bench.py`` adds two more (at the end of this file): :func:`cluster_throughput_worker` (PUT
+clients pinned to the members of a cluster, with latencies) and :func:`failover_worker` (continuous
+writes across a leader kill).
+
 All timestamps are ``CLOCK_MONOTONIC`` nanoseconds, which is one system-wide clock on Linux, so figures
 from several processes (and the writer in the parent) can be compared directly.
 """
@@ -15,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import json
 import resource
 import time
@@ -34,6 +39,8 @@ __all__ = [
     "fill_keys",
     "bench_key",
     "VALUE",
+    "cluster_throughput_worker",
+    "failover_worker",
 ]
 
 VALUE = b"v" * 100  # every PUT stores 100 bytes
@@ -338,5 +345,161 @@ def fanout_worker(target: Target, n: int, key: str, index: int, conn: Connection
         result = asyncio.run(_fanout(target, n, key, index, conn, wake_timeout_s, batch))
     except Exception as err:  # reported to the parent, which prints it
         result = {"arrivals": [], "ready": 0, "errors": [f"{type(err).__name__}: {err}"]}
+    conn.send(("result", result))
+    conn.close()
+
+
+# ------------------------------------------------------------------ clusters (raft_bench.py)
+#
+# Added for ``raft_bench.py``; nothing above changes. Clients are pinned to cluster members the way
+# real clients are (one member per client connection), and a failover client writes continuously.
+
+async def _cluster_throughput(assign: list[Target], first_client: int, conn: Connection,
+                              warmup_s: float, duration_s: float) -> dict[str, Any]:
+    """Closed-loop PUT clients, client ``c`` on member ``assign[c]``; counts and times the requests
+    completed inside [start+warm-up, +duration)."""
+    clients = len(assign)
+    fns = {t: _request_fn(t, "put") for t in dict.fromkeys(assign)}
+    async with _session(clients) as s:
+        # Open every connection before the clock starts (one request each, not counted).
+        await asyncio.gather(*(fns[t](s, first_client + c) for c, t in enumerate(assign)))
+        conn.send(("ready", clients))
+        if not await asyncio.to_thread(conn.poll, READY_TIMEOUT_S):
+            return {"ok": 0, "errors": 0, "error": "no start signal from the parent"}
+        start_ns: int = conn.recv()
+        window_lo = start_ns + int(warmup_s * 1e9)
+        window_hi = window_lo + int(duration_s * 1e9)
+        await asyncio.sleep(max(0.0, (start_ns - now_ns()) / 1e9))
+        ok = errors = 0
+        first_error = ""
+        lat_ms: list[float] = []
+        per_target: dict[str, int] = {t.base_url: 0 for t in fns}
+
+        async def client(c: int) -> None:
+            nonlocal ok, errors, first_error
+            target = assign[c]
+            put = fns[target]
+            i = (first_client + c) * 7919
+            while True:
+                t = now_ns()
+                if t >= window_hi:
+                    return
+                try:
+                    good = await put(s, i)
+                except (TimeoutError, aiohttp.ClientError, OSError) as err:
+                    good = False
+                    first_error = first_error or f"{type(err).__name__}: {err}"
+                done = now_ns()
+                if window_lo <= done < window_hi:
+                    if good:
+                        ok += 1
+                        per_target[target.base_url] += 1
+                        lat_ms.append((done - t) / 1e6)
+                    else:
+                        errors += 1
+                i += 1
+
+        cpu0 = wall0 = 0.0
+
+        async def sample_cpu() -> None:
+            nonlocal cpu0, wall0
+            await asyncio.sleep(max(0.0, (window_lo - now_ns()) / 1e9))
+            cpu0, wall0 = _cpu_s(), now_ns() / 1e9
+
+        sampler = asyncio.create_task(sample_cpu())
+        await asyncio.gather(*(client(c) for c in range(clients)))
+        await sampler
+        cpu_frac = (_cpu_s() - cpu0) / max(1e-9, now_ns() / 1e9 - wall0)
+        return {"ok": ok, "errors": errors, "error": first_error, "cpu": cpu_frac, "lat_ms": lat_ms,
+                "per_target": per_target}
+
+
+def cluster_throughput_worker(assign: list[Target], first_client: int, conn: Connection,
+                              warmup_s: float, duration_s: float) -> None:
+    """Process entry: like :func:`throughput_worker` (PUTs only), one client per entry of ``assign``
+    pinned to that member; the result also carries every in-window latency (``lat_ms``)."""
+    raise_nofile_limit()
+    try:
+        result = asyncio.run(_cluster_throughput(assign, first_client, conn, warmup_s, duration_s))
+    except Exception as err:  # reported to the parent, which prints it
+        result = {"ok": 0, "errors": 0, "error": f"{type(err).__name__}: {err}"}
+    conn.send(("result", result))
+    conn.close()
+
+
+async def _failover(targets: list[Target], conn: Connection, interval_s: float, give_up_s: float,
+                    max_inflight: int) -> dict[str, Any]:
+    """Open-loop writes, one every ``interval_s`` to each member in turn, until a write *started*
+    after the kill time (sent by the parent) is acknowledged."""
+    fns = [_request_fn(t, "put") for t in targets]
+    inflight: set[asyncio.Task[None]] = set()
+    kill_ns = 0
+    first: dict[str, Any] = {}
+    errors: dict[str, int] = {}
+    sent = ok_before = 0
+    got_first = asyncio.Event()
+    timeout = aiohttp.ClientTimeout(total=give_up_s, sock_connect=give_up_s)
+
+    async def write(s: aiohttp.ClientSession, k: int) -> None:
+        nonlocal ok_before
+        start = now_ns()
+        try:
+            good = await fns[k % len(fns)](s, 100_000 + k)
+            why = "HTTP error"
+        except (TimeoutError, aiohttp.ClientError, OSError) as err:
+            good, why = False, type(err).__name__
+        done = now_ns()
+        if not good:
+            errors[why] = errors.get(why, 0) + 1
+        elif not kill_ns or start < kill_ns:
+            ok_before += 1
+        elif not first or done < first["ack_ns"]:
+            first.update(ack_ns=done, start_ns=start, member=targets[k % len(fns)].base_url)
+            got_first.set()
+
+    connector = aiohttp.TCPConnector(limit=max_inflight, limit_per_host=0)
+    async with aiohttp.ClientSession(connector=connector, timeout=timeout) as s:
+        deadline = time.monotonic() + READY_TIMEOUT_S
+        while ok_before < 2 * len(targets) and time.monotonic() < deadline:  # warm: every member answers
+            await asyncio.gather(*(write(s, k) for k in range(len(targets))))
+            sent += len(targets)
+        conn.send(("ready", ok_before))
+        k = sent
+        give_up = time.monotonic() + READY_TIMEOUT_S + give_up_s
+        next_at = time.monotonic()
+        while not got_first.is_set() and time.monotonic() < give_up:
+            if not kill_ns and conn.poll():
+                kill_ns = conn.recv()
+                give_up = time.monotonic() + give_up_s
+                errors.clear()
+            if len(inflight) < max_inflight:
+                task = asyncio.create_task(write(s, k))
+                inflight.add(task)
+                task.add_done_callback(inflight.discard)
+                k += 1
+                sent += 1
+            next_at += interval_s
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(got_first.wait(), max(0.0, next_at - time.monotonic()))
+        for task in list(inflight):
+            task.cancel()
+        if inflight:
+            await asyncio.wait(list(inflight), timeout=5)
+    if not first:
+        return {"ok": False, "kill_ns": kill_ns, "sent": sent, "errors": errors,
+                "error": "no write acknowledged after the kill" if kill_ns else "no kill signal from the parent"}
+    return {"ok": True, "kill_ns": kill_ns, **first, "sent": sent, "errors": errors}
+
+
+def failover_worker(targets: list[Target], conn: Connection, interval_s: float = 0.01,
+                    give_up_s: float = 30.0, max_inflight: int = 512) -> None:
+    """Process entry: write to every member until all answer, send ``("ready", n)``, receive the kill
+    time (ns) and send ``("result", dict)`` with the first acknowledged write started after it
+    (``ack_ns``, ``start_ns``, ``member``) and the errors seen meanwhile, by kind."""
+    raise_nofile_limit()
+    try:
+        result = asyncio.run(_failover(targets, conn, interval_s, give_up_s, max_inflight))
+    except Exception as err:  # reported to the parent, which prints it
+        result = {"ok": False, "error": f"{type(err).__name__}: {err}", "errors": {}}
     conn.send(("result", result))
     conn.close()
