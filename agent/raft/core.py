@@ -141,7 +141,9 @@ class Ready:
        persisting entries first is what makes an acknowledgement a promise (§5.3).
     2. ``compaction``: ``Storage.compact``. Off the latency path; may lag behind later Readys.
     3. ``messages``: send, only *after* step 1 is durable. Any order, any connection; the core
-       tolerates loss, duplication and reordering.
+       tolerates loss, duplication and reordering. One exception (thesis §10.2.1): a leader whose
+       term and vote are already durable may send before its own entries are, because the core counts
+       the leader's copy toward a majority only after ``advance`` reports it stable.
     4. ``snapshot``: restore the FSM from it (discard its state first), *then* apply ``committed``
        in order. Only ``EntryKind.NORMAL`` entries go to the FSM; CONFIG and NOOP entries are there
        so the driver can track membership and resolve futures. A proposal made at ``(index, term)``

@@ -36,7 +36,7 @@ from .core import ConfigChange, ConfigChangeOp, RaftCore, Ready, Role
 from .errors import ConfigChangeError, LeadershipTransferError, LeaseExpired, NotLeader, ProposalDropped
 from .messages import Configuration, EntryKind, Message, Server
 from .storage import Storage
-from .transport import RPCError, TCPTransport
+from .transport import NotSent, RPCError, TCPTransport
 
 __all__ = ["RaftNode", "LeadershipLost"]
 
@@ -91,6 +91,7 @@ class RaftNode:
         self._leader_waiters: list[asyncio.Future[None]] = []
         self._addresses: dict[str, str] = {}
         self._configured: dict[str, str] = {}
+        self._durable_term_vote: tuple[int, str | None] = (0, None)
         self._address_overrides: dict[str, str] = {}
         self._role = Role.FOLLOWER
         self._leader_id: str | None = None
@@ -101,6 +102,7 @@ class RaftNode:
     async def start(self) -> None:
         self.core = RaftCore(self.id, self.storage, self.rng, self.raft_config)
         state = self.storage.load()
+        self._durable_term_vote = (state.hard_state.term, state.hard_state.vote)
         if state.snapshot is not None:
             self.store.restore(state.snapshot.data)
             self.applied_index = self.last_snapshot_index = state.snapshot.meta.index
@@ -122,6 +124,8 @@ class RaftNode:
         from .storage import bootstrap as seed
 
         seed(self.storage, configuration)
+        hs = self.storage.load().hard_state
+        self._durable_term_vote = (hs.term, hs.vote)
         self.core = RaftCore(self.id, self.storage, self.rng, self.raft_config)
         self._update_addresses(configuration)
         for t in self._tasks:
@@ -175,17 +179,24 @@ class RaftNode:
                 await self._handle(core, rd)
 
     async def _handle(self, core: RaftCore, rd: Ready) -> None:
+        if rd.configuration is not None:
+            self._update_addresses(rd.configuration)
+        # A leader whose term and vote are already durable may replicate while its own fsync runs
+        # (Raft thesis §10.2.1): the core counts the leader's copy toward a majority only once
+        # ``advance`` reports it durable. Everyone else persists first, then answers (§5.2, §5.3).
+        send_first = (self._role is Role.LEADER and rd.snapshot is None and rd.soft_state is None
+                      and (rd.hard_state is None or (rd.hard_state.term, rd.hard_state.vote) == self._durable_term_vote))
+        if send_first:
+            self._send(rd)
         if rd.hard_state is not None or rd.entries or rd.snapshot is not None:
             await asyncio.to_thread(self.storage.save, rd.hard_state, rd.entries, rd.snapshot)
+            if rd.hard_state is not None:
+                self._durable_term_vote = (rd.hard_state.term, rd.hard_state.vote)
         if rd.compaction is not None:
             c = rd.compaction
             await asyncio.to_thread(self.storage.compact, c.snapshot, c.through_index, c.through_term)
-        if rd.configuration is not None:
-            self._update_addresses(rd.configuration)
-        for msg in rd.messages:
-            addr = self._addresses.get(msg.dst)
-            if addr:
-                self.transport.send(addr, msg)
+        if not send_first:
+            self._send(rd)
         if rd.snapshot is not None:
             self.store.restore(rd.snapshot.data)
             self.applied_index = self.last_snapshot_index = rd.snapshot.meta.index
@@ -222,6 +233,12 @@ class RaftNode:
         if self.applied_index - self.last_snapshot_index >= self.snapshot_threshold:
             core.compact(self.applied_index, self.store.snapshot())
             self.last_snapshot_index = self.applied_index
+
+    def _send(self, rd: Ready) -> None:
+        for msg in rd.messages:
+            addr = self._addresses.get(msg.dst)
+            if addr:
+                self.transport.send(addr, msg)
 
     def _on_soft_state(self, role: Role, leader_id: str | None) -> None:
         was_leader = self._role is Role.LEADER
@@ -333,10 +350,13 @@ class RaftNode:
                         wire = await self.transport.call(addr, "apply", command,
                                                          timeout_s=max(0.5, deadline - time.monotonic()))
                         return result_from_wire(wire)
+                    except NotSent:
+                        pass  # never reached the leader: safe to retry
                     except RPCError as err:
-                        if "not the leader" not in str(err) and "cannot connect" not in str(err) \
-                                and "connection" not in str(err):
-                            raise ConsensusError(str(err)) from None
+                        # Retry only what provably did not take effect. A write that was sent and then
+                        # lost its answer may have been committed: retrying it could apply it twice.
+                        if "not the leader" not in str(err):
+                            raise ConsensusError(f"write forwarded to the leader at {addr} failed: {err}") from None
             if time.monotonic() >= deadline:
                 raise NoLeader()
             await asyncio.sleep(0.05)

@@ -28,7 +28,7 @@ import msgpack
 
 from .messages import Message, decode_message, encode_message
 
-__all__ = ["TCPTransport", "RPCError", "FRAME_VERSION", "MAX_FRAME_BYTES"]
+__all__ = ["TCPTransport", "RPCError", "NotSent", "OutcomeUnknown", "FRAME_VERSION", "MAX_FRAME_BYTES"]
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +44,15 @@ RPCHandler = Callable[[str, Any], Awaitable[Any]]
 
 class RPCError(Exception):
     """A remote call that failed: unreachable peer, timeout, or the remote handler's error text."""
+
+
+class NotSent(RPCError):
+    """The request never left this node: retrying it cannot apply it twice."""
+
+
+class OutcomeUnknown(RPCError):
+    """The request was written but no answer came: it may or may not have taken effect. Never retry a
+    non-idempotent request on this (that is how a forwarded write gets applied twice)."""
 
 
 def _frame(channel: int, payload: bytes) -> bytes:
@@ -67,17 +76,21 @@ class _Peer:
     def __init__(self, transport: TCPTransport, address: str) -> None:
         self.t = transport
         self.address = address
-        self.queue: deque[bytes] = deque()
+        self.queue: deque[tuple[bytes, int | None]] = deque()  # (frame, request id for RPC requests)
         self.wakeup = asyncio.Event()
         self.pending: dict[int, asyncio.Future[Any]] = {}
+        self.written: set[int] = set()  # request ids whose frame reached the socket
         self.task = asyncio.create_task(self._run(), name=f"raft-peer:{address}")
         self.connected = False
 
-    def enqueue(self, frame: bytes, droppable: bool = True) -> None:
-        if len(self.queue) >= QUEUE_LIMIT and droppable:
-            self.queue.popleft()
-            self.t.dropped += 1
-        self.queue.append(frame)
+    def enqueue(self, frame: bytes, req_id: int | None = None) -> None:
+        if len(self.queue) >= QUEUE_LIMIT:
+            for i, (_, rid) in enumerate(self.queue):
+                if rid is None:  # drop the oldest Raft message, never a request someone awaits
+                    del self.queue[i]
+                    self.t.dropped += 1
+                    break
+        self.queue.append((frame, req_id))
         self.wakeup.set()
 
     async def _run(self) -> None:
@@ -88,6 +101,7 @@ class _Peer:
                 reader, writer = await asyncio.wait_for(asyncio.open_connection(host, int(port)), 5.0)
             except (OSError, TimeoutError, ValueError):
                 self._fail_pending(f"cannot connect to {self.address}")
+                self.queue = deque(item for item in self.queue if item[1] is None)
                 await asyncio.sleep(backoff * (0.5 + random.random()))
                 backoff = min(backoff * 2, BACKOFF_MAX_S)
                 continue
@@ -102,9 +116,10 @@ class _Peer:
                         await asyncio.wait({waiter, read_task}, return_when=asyncio.FIRST_COMPLETED)
                         waiter.cancel()
                         continue
-                    batch = b"".join(self.queue)
+                    items = list(self.queue)
                     self.queue.clear()
-                    writer.write(batch)
+                    self.written.update(rid for _, rid in items if rid is not None)
+                    writer.write(b"".join(frame for frame, _ in items))
                     await writer.drain()
             except (OSError, ConnectionError):
                 pass
@@ -126,6 +141,7 @@ class _Peer:
                     raise ValueError(f"unexpected channel {channel} on an outgoing connection")
                 req_id, ok, body = msgpack.unpackb(payload, raw=False, strict_map_key=False)
                 fut = self.pending.pop(int(req_id), None)
+                self.written.discard(int(req_id))
                 if fut is not None and not fut.done():
                     if ok:
                         fut.set_result(body)
@@ -138,10 +154,17 @@ class _Peer:
             log.warning("bad frame from %s: %s; closing the connection", self.address, err)
 
     def _fail_pending(self, why: str) -> None:
-        for fut in self.pending.values():
+        """Fail every awaited request; say whether each one may have reached the peer."""
+        for req_id, fut in self.pending.items():
             if not fut.done():
-                fut.set_exception(RPCError(why))
+                if req_id in self.written:
+                    fut.set_exception(OutcomeUnknown(f"{why} after the request was sent: outcome unknown"))
+                else:
+                    fut.set_exception(NotSent(f"{why}; the request was not sent"))
+        unsent = set(self.pending) - self.written
+        self.queue = deque(item for item in self.queue if item[1] not in unsent or item[1] is None)
         self.pending.clear()
+        self.written.clear()
 
     async def close(self) -> None:
         self.task.cancel()
@@ -188,13 +211,17 @@ class TCPTransport:
         req_id = next(self._ids)
         fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         peer.pending[req_id] = fut
-        peer.enqueue(_frame(CH_REQ, msgpack.packb([req_id, method, body], use_bin_type=True)), droppable=False)
+        peer.enqueue(_frame(CH_REQ, msgpack.packb([req_id, method, body], use_bin_type=True)), req_id)
         try:
             return await asyncio.wait_for(fut, timeout_s)
         except TimeoutError:
-            raise RPCError(f"{method} to {address} timed out after {timeout_s:.1f}s") from None
+            sent = req_id in peer.written
+            peer.queue = deque(item for item in peer.queue if item[1] != req_id)
+            cls = OutcomeUnknown if sent else NotSent
+            raise cls(f"{method} to {address} timed out after {timeout_s:.1f}s") from None
         finally:
             peer.pending.pop(req_id, None)
+            peer.written.discard(req_id)
 
     def forget(self, address: str) -> None:
         """Stop dialling an address that left the configuration."""
