@@ -30,7 +30,7 @@ from .errors import StorageError
 from .messages import Entry, HardState, Snapshot
 from .storage import InitialState
 
-__all__ = ["FileStorage", "scan_records"]
+__all__ = ["FileStorage", "scan_records", "encode_record"]
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +38,8 @@ _HEADER = struct.Struct(">II")
 MAX_RECORD_BYTES = 256 * 1024 * 1024
 
 
-def _record(kind: str, body: object) -> bytes:
+def encode_record(kind: str, body: object) -> bytes:
+    """One ``u32 length | u32 crc32 | msgpack [kind, body]`` record."""
     payload: bytes = msgpack.packb([kind, body], use_bin_type=True)
     return _HEADER.pack(len(payload), zlib.crc32(payload)) + payload
 
@@ -109,11 +110,11 @@ class FileStorage:
     def save(self, hard_state: HardState | None, entries: Sequence[Entry], snapshot: Snapshot | None = None) -> None:
         buf = bytearray()
         if snapshot is not None:
-            _write_atomic(self.snapshot_path, _record("S", snapshot.to_wire()))
+            _write_atomic(self.snapshot_path, encode_record("S", snapshot.to_wire()))
             self._snapshot = snapshot
             self._offset_index, self._offset_term = snapshot.meta.index, snapshot.meta.term
             self._entries = []
-            buf += _record("R", [self._offset_index, self._offset_term])
+            buf += encode_record("R", [self._offset_index, self._offset_term])
         if entries:
             first = entries[0].index
             if first <= self._offset_index:
@@ -121,9 +122,9 @@ class FileStorage:
             if first > self.last_index + 1:
                 raise StorageError(f"append at {first} leaves a gap after last index {self.last_index}")
             for e in entries:
-                buf += _record("E", e.to_wire())
+                buf += encode_record("E", e.to_wire())
         if hard_state is not None:
-            buf += _record("H", hard_state.to_wire())
+            buf += encode_record("H", hard_state.to_wire())
         if not buf:
             return
         # Only the commit index moved: it is a restart hint, not a promise (Figure 2 persists term,
@@ -141,17 +142,17 @@ class FileStorage:
     def compact(self, snapshot: Snapshot, through_index: int, through_term: int) -> None:
         """Store a local snapshot and rewrite the log without the entries it covers."""
         if self._snapshot is None or snapshot.meta.index >= self._snapshot.meta.index:
-            _write_atomic(self.snapshot_path, _record("S", snapshot.to_wire()))
+            _write_atomic(self.snapshot_path, encode_record("S", snapshot.to_wire()))
             self._snapshot = snapshot
         if through_index <= self._offset_index:
             return
         if through_index > self.last_index:
             raise StorageError(f"compact through {through_index} beyond last index {self.last_index}")
         keep = self._entries[through_index - self._offset_index:]
-        body = bytearray(_record("R", [through_index, through_term]))
+        body = bytearray(encode_record("R", [through_index, through_term]))
         for e in keep:
-            body += _record("E", e.to_wire())
-        body += _record("H", self._hard_state.to_wire())
+            body += encode_record("E", e.to_wire())
+        body += encode_record("H", self._hard_state.to_wire())
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None

@@ -1,31 +1,25 @@
-"""A durable journal for a single server: snapshot + checksummed append-only log.
+"""A durable journal for ``-dev -data-dir``: snapshot + checksummed append-only log.
 
 Layout under ``<data-dir>/state/``: ``snapshot.bin`` (the store's snapshot, written to a temp file,
-fsynced and renamed into place, so it is always whole) and ``log.bin`` (records appended after the
-snapshot). A record is ``u32 length | u32 crc32 | msgpack [index, command]``. On open, a torn or
-corrupt tail — a crash mid-write — is detected by its length or checksum and cut off, never applied.
-Appends are batched by the caller (group commit): one ``write`` + one ``fsync`` per batch.
-
-This serves ``-dev -data-dir`` and single-server agents; the Raft log replaces it for clusters.
+fsynced and renamed into place, so it is always whole) and ``log.bin`` (``[index, command]`` records
+appended after the snapshot, in the same checksummed record format as the Raft log, see
+:mod:`agent.raft.filestorage`). On open, a torn or corrupt tail — a crash mid-write — is detected by
+its length or checksum and cut off, never applied. Appends are batched by the caller (group commit):
+one ``write`` + one ``fsync`` per batch. Servers of a cluster use the Raft log instead.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import struct
-import zlib
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import msgpack
+from agent.raft.filestorage import encode_record, scan_records
 
 __all__ = ["Journal"]
 
 log = logging.getLogger(__name__)
-_HEADER = struct.Struct(">II")
-MAX_RECORD_BYTES = 64 * 1024 * 1024
 
 
 class Journal:
@@ -44,8 +38,10 @@ class Journal:
         good_end = 0
         if self.log_path.exists():
             data = self.log_path.read_bytes()
-            for end, rec in _scan(data):
-                records.append(rec)
+            for end, kind, body in scan_records(data):
+                if kind != "J" or not isinstance(body, list) or len(body) != 2:
+                    break
+                records.append((int(body[0]), body[1]))
                 good_end = end
             if good_end < len(data):
                 log.warning("journal %s: cut %d bytes of torn or corrupt tail after record %d",
@@ -61,11 +57,7 @@ class Journal:
         """Write a batch and fsync once: everything returned from here survives a crash."""
         if self._fd is None:
             raise RuntimeError("journal not loaded")
-        buf = bytearray()
-        for rec in records:
-            payload = msgpack.packb(list(rec), use_bin_type=True)
-            buf += _HEADER.pack(len(payload), zlib.crc32(payload)) + payload
-        os.write(self._fd, bytes(buf))
+        os.write(self._fd, b"".join(encode_record("J", [index, command]) for index, command in records))
         os.fsync(self._fd)
         self.records_since_snapshot += len(records)
 
@@ -94,22 +86,3 @@ class Journal:
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None
-
-
-def _scan(data: bytes) -> Iterator[tuple[int, tuple[int, Any]]]:
-    pos = 0
-    while pos + _HEADER.size <= len(data):
-        length, crc = _HEADER.unpack_from(data, pos)
-        start = pos + _HEADER.size
-        end = start + length
-        if length > MAX_RECORD_BYTES or end > len(data):
-            return
-        payload = data[start:end]
-        if zlib.crc32(payload) != crc:
-            return
-        try:
-            index, command = msgpack.unpackb(payload, raw=False, strict_map_key=False)
-        except Exception:
-            return
-        yield end, (int(index), command)
-        pos = end
