@@ -58,17 +58,21 @@ def everyone_sees(cores: list[GossipCore], name: str, status: MemberStatus | Non
 # --- purity ------------------------------------------------------------------------------------
 
 FORBIDDEN = {"asyncio", "socket", "time", "os", "threading", "select", "selectors", "pickle", "subprocess"}
+IO_MODULES = {"node.py", "__main__.py", "keyring.py"}
+"""The I/O side (DESIGN.md's driver contract): the asyncio driver, its demo runner, and the keyring
+with its file. They may do I/O (never pickle); everything else in the package must stay sans-IO."""
 
 
 @pytest.mark.parametrize("path", sorted(GOSSIP_DIR.glob("*.py")), ids=lambda p: p.name)
 def test_gossip_modules_are_sans_io(path: pathlib.Path) -> None:
     """DESIGN.md: protocol cores never import asyncio, socket or time; randomness is injected."""
+    forbidden = {"pickle"} if path.name in IO_MODULES else FORBIDDEN
     tree = ast.parse(path.read_text())
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
-            assert not {a.name.split(".")[0] for a in node.names} & FORBIDDEN, path.name
+            assert not {a.name.split(".")[0] for a in node.names} & forbidden, path.name
         elif isinstance(node, ast.ImportFrom):
-            assert (node.module or "").split(".")[0] not in FORBIDDEN, path.name
+            assert (node.module or "").split(".")[0] not in forbidden, path.name
         elif isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id == "random":
             assert node.attr == "Random", f"{path.name} uses the global random.{node.attr}"
 
