@@ -83,3 +83,12 @@ def test_maint_node_and_service(env: dict[str, str]) -> None:
     assert ctk("maint", "-disable", "-service", "m-svc", env=env).returncode == 0
     assert json.loads(ctk("maint", "--json", env=env).stdout) == []
     assert ctk("services", "deregister", "m-svc", env=env).returncode == 0
+
+
+def test_keygen_prints_a_32_byte_base64_key() -> None:
+    import base64
+
+    out = ctk("keygen")
+    assert out.returncode == 0
+    assert len(base64.b64decode(out.stdout.strip(), validate=True)) == 32
+    assert len(base64.b64decode(json.loads(ctk("keygen", "--json").stdout)["Key"])) == 32

@@ -212,6 +212,18 @@ def _ok(json_out: bool, text: str, data: dict[str, Any]) -> None:
 
 
 @app.command()
+def keygen(json_out: JsonOut = False) -> None:
+    """Print a new gossip encryption key (32 random bytes, base64) for -encrypt."""
+    from agent.gossip.keyring import generate_key
+
+    key = generate_key()
+    if json_out:
+        print_json({"Key": key})
+    else:
+        sys.stdout.write(key + "\n")
+
+
+@app.command()
 def maint(
     enable: Annotated[bool, typer.Option("--enable", help="put the node (or -service) in maintenance")] = False,
     disable: Annotated[bool, typer.Option("--disable", help="take the node (or -service) out of maintenance")] = False,
