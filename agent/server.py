@@ -27,8 +27,12 @@ from agent.checks.scheduler import CheckScheduler
 from agent.checks.script import enable_child_subreaper
 from agent.config import AgentConfig, ConfigError
 from agent.consensus import Consensus, ConsensusError
-from agent.discovery import ServerDirectory, ServerInfo
+from agent.discovery import ServerDirectory, ServerInfo, server_info
 from agent.dns import DNSServer
+from agent.gossip.config import GossipConfig
+from agent.gossip.core import Member, MemberEvent, MemberStatus
+from agent.gossip.keyring import setup_keyring
+from agent.gossip.node import GossipNode, RetryJoinError
 from agent.http.app import build_app
 from agent.http.core import HTTPError
 from agent.local.definitions import (
@@ -53,7 +57,7 @@ from agent.state import commands
 from agent.state.commands import Command
 from agent.state.journal import Journal
 from agent.state.store import Store
-from agent.state.structs import PASSING, SERF_CHECK_ID
+from agent.state.structs import CRITICAL, PASSING, SERF_CHECK_ID
 
 __all__ = ["Agent", "run"]
 
@@ -63,6 +67,7 @@ SERVER_SERVICE = "consul"  # every server appears as service "consul", as in Con
 RAFT_TICK_S = 0.05  # × raft_multiplier (5 by default, 1 in -dev): election timeout 10 ticks = 0.5 s × multiplier
 LEADER_RECONCILE_INTERVAL_S = 10.0
 LEAVE_TIMEOUT_S = 10.0
+DEFAULT_SERF_LAN_PORT = 8301  # a join address without a port means this, as in Consul
 MAX_TRAILING_LOGS = 250  # autopilot's max_trailing_logs: a server further behind is not healthy
 
 
@@ -79,6 +84,8 @@ class Agent:
         self.serf_address = f"{cfg.advertise}:{cfg.ports.serf_lan}"
         self.raft: RaftNode | None = None
         self.directory: ServerDirectory | None = None
+        self.gossip: GossipNode | None = None
+        self.exit_code = 0
         self.consensus: Consensus
         if cfg.server and cfg.data_dir and not cfg.dev:
             # A real server: Raft over a durable log (one server with -bootstrap, or a cluster).
@@ -90,8 +97,14 @@ class Agent:
             self.raft.rpc_handlers["session_renew"] = self._rpc_session_renew
             self.raft.rpc_handlers["autopilot_health"] = lambda body: self.autopilot_health()
             self.consensus = self.raft
-            self.directory = ServerDirectory(self._server_info, cfg.bind_addr, cfg.ports.serf_lan,
-                                             list(cfg.retry_join), cfg.retry_interval_s, self._directory_changed)
+            data = Path(cfg.data_dir)
+            self.gossip = GossipNode(
+                GossipConfig.lan(), self.node_name, (cfg.bind_addr, cfg.ports.serf_lan),
+                advertise=(cfg.advertise, cfg.ports.serf_lan), tags=self.member_tags(),
+                seal=setup_keyring(data, cfg.encrypt or None), on_member_event=self._member_event,
+                snapshot_path=data / "serf" / "local.snapshot", rejoin_after_leave=cfg.rejoin_after_leave,
+                default_join_port=DEFAULT_SERF_LAN_PORT)
+            self.directory = ServerDirectory(self.gossip, self._server_info)
         else:
             # -dev (and -dev -data-dir): one in-process server that is its own leader at once.
             journal = Journal(Path(cfg.data_dir) / "state") if cfg.data_dir else None
@@ -116,6 +129,8 @@ class Agent:
         self._leader_task: asyncio.Task[None] | None = None
         self._formation: asyncio.Task[None] | None = None
         self._formation_kick = asyncio.Event()
+        self._leader_kick = asyncio.Event()
+        self._join_task: asyncio.Task[None] | None = None
         self._background: set[asyncio.Task[Any]] = set()
         self._stable_since: dict[str, float] = {}
         self.closing = False  # set on shutdown: blocking queries answer at once instead of holding exit
@@ -329,40 +344,62 @@ class Agent:
         }
 
     async def _leader_reconcile(self) -> None:
-        """What Consul's leader does for every alive member: node + serfHealth, and ``consul`` on servers.
-
-        Until gossip reports members, "alive" means: this server, and the servers discovery knows.
-        """
+        """What Consul's leader does with gossip (``agent/consul/leader.go`` reconcile): every alive
+        member is a node with ``serfHealth`` passing (servers also get the ``consul`` service); a failed
+        member's ``serfHealth`` goes critical (its services leave DNS and ``?passing``); a member that
+        left is deregistered, and a server that left is taken out of the Raft configuration."""
         now = time.time()
-        members: list[tuple[str, str, str, int]] = [
-            (self.node_name, self.node_id, self.config.advertise, self.config.ports.server)]
-        if self.directory is not None:
-            for info in self.directory.servers():
-                if info.id != self.node_id:
-                    host, _, server_port = info.server_addr.rpartition(":")
-                    members.append((info.name, info.id, host, int(server_port)))
-        for name, node_id, address, port in members:
-            serf = {"node": name, "check_id": SERF_CHECK_ID, "name": "Serf Health Status",
-                    "status": PASSING, "output": "Agent alive and reachable", "type": ""}
-            node = self._node_record() if name == self.node_name else {"node": name, "address": address, "id": node_id}
-            existing = self.store.nodes.get(name)
-            skip = existing is not None and name != self.node_name
-            await self.write(commands.register(node, checks=[serf], skip_node_update=skip, now=now))
-            if self.config.server:
-                svc = {"node": name, "id": SERVER_SERVICE, "service": SERVER_SERVICE, "port": port,
+        members: list[Member] = self.gossip.members() if self.gossip is not None and self.gossip.running else []
+        if not members:
+            members = [Member(self.node_name, self.config.advertise, self.config.ports.serf_lan,
+                              self.member_tags(), MemberStatus.ALIVE, 0)]
+        for m in members:
+            if m.tags.get("dc", self.datacenter) != self.datacenter:
+                continue
+            if m.status in (MemberStatus.LEFT,):
+                if m.name in self.store.nodes and m.name != self.node_name:
+                    await self.write(commands.deregister(m.name, now=now))
+                continue
+            alive = m.status in (MemberStatus.ALIVE, MemberStatus.SUSPECT, MemberStatus.LEAVING)
+            serf = {"node": m.name, "check_id": SERF_CHECK_ID, "name": "Serf Health Status",
+                    "status": PASSING if alive else CRITICAL, "type": "",
+                    "output": "Agent alive and reachable" if alive else "Agent not live or unreachable"}
+            if m.name == self.node_name:
+                node = self._node_record()
+            else:
+                node = {"node": m.name, "address": m.addr, "id": m.tags.get("id", "")}
+            existing = self.store.nodes.get(m.name)
+            skip = existing is not None and m.name != self.node_name
+            current = self.store.checks.get(m.name, {}).get(SERF_CHECK_ID)
+            if current is None or current.status != serf["status"] or existing is None:
+                await self.write(commands.register(node, checks=[serf], skip_node_update=skip, now=now))
+            info = server_info(m)
+            if info is not None and alive:
+                port = int(info.server_addr.rpartition(":")[2])
+                svc = {"node": m.name, "id": SERVER_SERVICE, "service": SERVER_SERVICE, "port": port,
                        "meta": {"raft_version": "3", "serf_protocol_current": "2", "serf_protocol_min": "1",
                                 "serf_protocol_max": "5", "version": self.version}}
-                await self.write(commands.register({"node": name}, service=svc, skip_node_update=True, now=now))
+                if SERVER_SERVICE not in self.store.services.get(m.name, {}):
+                    await self.write(commands.register({"node": m.name}, service=svc, skip_node_update=True,
+                                                       now=now))
+        if self.raft is not None and self.directory is not None:
+            conf = self.raft.current_configuration()
+            for gone in self.directory.departed_servers():
+                if gone.id in conf.ids and gone.id != self.node_id:
+                    log.info("server %s left; removing it from the Raft configuration", gone.name)
+                    await self.raft.change_membership(ConfigChangeOp.REMOVE_SERVER, gone.id)
+
+    def _member_event(self, event: MemberEvent) -> None:
+        log.info("member %s: %s (%s:%d)", event.kind.value, event.member.name, event.member.addr, event.member.port)
+        self._directory_changed()
+        self._leader_kick.set()
 
     # ------------------------------------------------------------- cluster
 
     def _server_info(self) -> ServerInfo:
-        raft = self.raft
-        return ServerInfo(
-            id=self.node_id, name=self.node_name, datacenter=self.datacenter, server_addr=self.server_address,
-            serf_addr=self.serf_address, expect=self.config.bootstrap_expect,
-            bootstrapped=raft is not None and raft.has_state(),
-            leader_addr=self.consensus.leader_address(), is_server=self.config.server)
+        return ServerInfo(id=self.node_id, name=self.node_name, datacenter=self.datacenter,
+                          server_addr=self.server_address, serf_addr=self.serf_address,
+                          expect=self.config.bootstrap_expect)
 
     def _directory_changed(self) -> None:
         if self.raft is not None and self.directory is not None:
@@ -379,11 +416,12 @@ class Agent:
         while not raft.in_configuration():
             servers = directory.servers()
             others = [s for s in servers if s.id != self.node_id]
-            existing = [s for s in others if s.bootstrapped]
+            probes = await asyncio.gather(*(self._probe_server(s.server_addr) for s in others))
+            existing = [st for st in probes if st is not None and st.get("has_state")]
             if not raft.has_state() and cfg.bootstrap:
                 raft.bootstrap(Configuration.of([Server(self.node_id, self.server_address)]))
             elif existing:
-                leaders = {s.leader_addr for s in existing if s.leader_addr}
+                leaders = {str(st["leader_addr"]) for st in existing if st.get("leader_addr")}
                 for leader_addr in sorted(leaders):
                     try:
                         await raft.transport.call(leader_addr, "add_server",
@@ -409,6 +447,29 @@ class Agent:
                 pass
         log.info("this server is a member of the Raft configuration")
 
+    async def _retry_join(self) -> None:
+        """``-retry-join`` (and the member snapshot, after a crash or with ``-rejoin``)."""
+        assert self.gossip is not None
+        addresses = list(dict.fromkeys([*self.config.retry_join, *self.gossip.rejoin_addresses()]))
+        if not addresses:
+            return
+        try:
+            joined = await self.gossip.retry_join(addresses, self.config.retry_interval_s, self.config.retry_max)
+            log.info("joined the cluster through %d address(es)", joined)
+        except RetryJoinError as err:
+            log.error("%s", err)
+            self.exit_code = 1
+            self._stop.set()
+
+    async def _probe_server(self, server_addr: str) -> dict[str, Any] | None:
+        """A server's Raft status over RPC (None when it does not answer within a second)."""
+        assert self.raft is not None
+        try:
+            status: dict[str, Any] = await self.raft.transport.call(server_addr, "status", {}, timeout_s=1.0)
+            return status
+        except RPCError:
+            return None
+
     def _leader_changed(self, leader_id: str | None, is_me: bool) -> None:
         if leader_id is not None:
             self.sync.trigger()
@@ -423,12 +484,16 @@ class Agent:
         """Leader-only duties: reconcile members into the catalog, session TTL timers, address updates."""
         self.sessions.start(self.store)
         while True:
+            self._leader_kick.clear()
             try:
                 await self._leader_reconcile()
                 await self._reconcile_addresses()
             except ConsensusError as err:
                 log.info("leader reconcile deferred: %s", err)
-            await asyncio.sleep(LEADER_RECONCILE_INTERVAL_S)
+            try:
+                await asyncio.wait_for(self._leader_kick.wait(), LEADER_RECONCILE_INTERVAL_S)
+            except TimeoutError:
+                pass
 
     async def _reconcile_addresses(self) -> None:
         """A server that came back on a new address gets it written into the configuration."""
@@ -551,6 +616,8 @@ class Agent:
             log.warning("leave: could not deregister this node from the catalog: %s", err)
         raft = self.raft
         if raft is None or not raft.in_configuration():
+            if self.gossip is not None and self.gossip.running:
+                await self.gossip.leave()
             return
         if raft.is_leader() and len(raft.current_configuration().voters) > 1:
             new_leader = await raft.transfer_leadership()
@@ -562,6 +629,8 @@ class Agent:
                 log.info("leave: removed from the Raft configuration")
             except (ConsensusError, TimeoutError) as err:
                 log.warning("leave: could not remove this server from the Raft configuration: %s", err)
+        if self.gossip is not None and self.gossip.running:
+            await self.gossip.leave()
 
     # ------------------------------------------------------------- members
 
@@ -582,6 +651,12 @@ class Agent:
     def members_json(self, wan: bool = False) -> list[dict[str, Any]]:
         if wan and not self.config.server:
             return []
+        if self.gossip is not None and self.gossip.running and not wan:
+            return [{
+                "Name": m.name, "Addr": m.addr, "Port": m.port, "Tags": dict(m.tags), "Status": m.status_code,
+                "ProtocolMin": 1, "ProtocolMax": 5, "ProtocolCur": 2, "DelegateMin": 2, "DelegateMax": 5,
+                "DelegateCur": 4,
+            } for m in sorted(self.gossip.members(), key=lambda m: m.name)]
         return [{
             "Name": f"{self.node_name}.{self.datacenter}" if wan else self.node_name,
             "Addr": self.config.advertise,
@@ -631,7 +706,7 @@ class Agent:
                 "SerfPortLAN": cfg.ports.serf_lan, "DNSDomain": cfg.domain, "RetryJoinLAN": list(cfg.retry_join),
             },
             "Coord": None,
-            "Member": self.members_json()[0],
+            "Member": next((m for m in self.members_json() if m["Name"] == self.node_name), self.members_json()[0]),
             "Stats": stats,
             "Meta": dict(cfg.node_meta) or {"consul-network-segment": ""},
         }
@@ -642,17 +717,21 @@ class Agent:
 
     async def join(self, addresses: list[str], wan: bool = False) -> int:
         """``/v1/agent/join``: servers hello the address now; an agent with no cluster layer accepts it."""
-        if self.directory is None:
+        if self.gossip is None:
             log.info("join %s accepted (this agent runs no cluster layer)", ", ".join(addresses))
             return len(addresses)
-        joined = await self.directory.join_now(addresses)
+        joined = await self.gossip.join(addresses)
         if joined == 0:
             raise HTTPError(500, f"failed to join {', '.join(addresses)}: no agent answered")
         return joined
 
     async def force_leave(self, node: str, prune: bool = False) -> None:
+        """``force-leave``: a failed member becomes left (the leader then deregisters it)."""
         if node == self.node_name:
             raise HTTPError(500, "cannot force-leave self")
+        if self.gossip is not None and self.gossip.member(node) is not None:
+            self.gossip.force_leave(node, prune=prune)
+            return
         if node not in self.store.nodes:
             raise HTTPError(500, f"agent: No node found with name '{node}'")
 
@@ -686,7 +765,9 @@ class Agent:
             raft_dir.mkdir(parents=True, exist_ok=True)
             apply_peers_json(raft_dir, self.raft.storage, self.node_id, self.server_address)
             await self.raft.start()
-            await self.directory.start()
+            assert self.gossip is not None
+            await self.gossip.start()
+            self._join_task = asyncio.create_task(self._retry_join(), name="retry-join")
             self._formation = asyncio.create_task(self._form_cluster(), name="cluster-formation")
         self._apply_config_definitions(services, checks)
         self._load_persisted_local()
@@ -721,11 +802,11 @@ class Agent:
     async def close(self) -> None:
         self.closing = True
         self.store.hub.notify(everything=True)  # every waiting blocking query returns now
-        for task in (self._reap_task, self._formation, self._leader_task):
+        for task in (self._reap_task, self._formation, self._leader_task, self._join_task):
             if task is not None:
                 task.cancel()
-        if self.directory is not None:
-            await self.directory.close()
+        if self.gossip is not None:
+            await self.gossip.close()
         await self.sync.stop()
         await self.sessions.stop()
         await self.checks.stop()
@@ -782,7 +863,7 @@ async def _main(cfg: AgentConfig) -> int:
     await agent.wait()
     log.info("shutting down")
     await agent.close()
-    return 0
+    return agent.exit_code
 
 
 def run(argv: list[str]) -> int:

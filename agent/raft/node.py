@@ -554,6 +554,7 @@ class RaftNode:
         return {"state": st.state, "term": st.term, "commit_index": st.commit_index,
                 "applied_index": self.applied_index, "last_log_index": st.last_log_index,
                 "last_log_term": st.last_log_term, "leader_id": st.leader_id,
+                "leader_addr": self.leader_address(), "has_state": self.has_state(),
                 "match_index": dict(st.match_index)}
 
     def stats(self) -> dict[str, str]:
