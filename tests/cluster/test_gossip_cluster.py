@@ -54,3 +54,20 @@ def test_members_failure_and_leave_through_gossip(tmp_path: Path) -> None:
         settle(lambda: "s3" not in {n["Node"] for n in httpx.get(s1.url + "/v1/catalog/nodes").json()},
                timeout_s=30)
         assert len(httpx.get(s1.url + "/v1/status/peers").json()) == 2
+
+
+def test_force_leave_a_dead_server_and_join_cli(tmp_path: Path) -> None:
+    with Cluster(tmp_path, 3).start() as c:
+        s1, s2, s3 = c.servers
+        settle(lambda: members(s1.url) == {"s1": 1, "s2": 1, "s3": 1})
+        s3.kill()
+        settle(lambda: members(s1.url).get("s3") == 4, timeout_s=30)
+        run = [sys.executable, "-m", "toolkit.cli.main"]
+        fl = subprocess.run([*run, "force-leave", "s3", f"-http-addr={s1.addr}"], cwd=ROOT, capture_output=True,
+                            text=True, timeout=30)
+        assert fl.returncode == 0, fl.stderr
+        settle(lambda: members(s1.url).get("s3") == 3, timeout_s=30)
+        settle(lambda: len(httpx.get(s1.url + "/v1/status/peers").json()) == 2, timeout_s=30)
+        j = subprocess.run([*run, "join", s2.ip, f"-http-addr={s1.addr}"], cwd=ROOT, capture_output=True, text=True,
+                           timeout=30)
+        assert j.returncode == 0 and "Successfully joined" in j.stdout

@@ -212,6 +212,32 @@ def _ok(json_out: bool, text: str, data: dict[str, Any]) -> None:
 
 
 @app.command()
+def join(
+    addresses: Annotated[list[str], typer.Argument(help="LAN addresses of agents to join (host = port 8301)")],
+    http_addr: HttpAddr = None, token: Token = None, json_out: JsonOut = False,
+) -> None:
+    """Tell the agent to join a cluster through the given agents."""
+    joined = []
+    with client(http_addr, token) as c:
+        for address in addresses:
+            c.put(f"/v1/agent/join/{address}")
+            joined.append(address)
+    _ok(json_out, f"Successfully joined cluster by contacting {len(joined)} nodes.", {"Joined": joined})
+
+
+@app.command("force-leave")
+def force_leave(
+    node: Annotated[str, typer.Argument(help="name of a failed member")],
+    prune: Annotated[bool, typer.Option("--prune", help="remove it from the member list entirely")] = False,
+    http_addr: HttpAddr = None, token: Token = None, json_out: JsonOut = False,
+) -> None:
+    """Move a failed member to 'left' now (the leader then deregisters it and removes a server from Raft)."""
+    with client(http_addr, token) as c:
+        c.put(f"/v1/agent/force-leave/{node}", params={"prune": "" if prune else None})
+    _ok(json_out, f"Force-left {node}" + (" (pruned)" if prune else ""), {"Node": node, "Prune": prune})
+
+
+@app.command()
 def keygen(json_out: JsonOut = False) -> None:
     """Print a new gossip encryption key (32 random bytes, base64) for -encrypt."""
     from agent.gossip.keyring import generate_key
@@ -613,6 +639,7 @@ def run_app(argv: list[str]) -> int:
     import toolkit.cli.operator  # noqa: F401  (registers `operator` and `recover`)
     import toolkit.cli.snapshot  # noqa: F401
     import toolkit.cli.template  # noqa: F401  (registers `template`)
+    from toolkit.cli import health, services_view, top  # noqa: F401  (`health`, `top`, `services` list view)
 
     err = Console(stderr=True, highlight=False)
     try:
