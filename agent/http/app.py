@@ -11,8 +11,15 @@ from typing import TYPE_CHECKING
 
 from aiohttp import web
 
-from agent.http import agent_endpoint, catalog_endpoint, kv_endpoint, session_endpoint, snapshot_endpoint
-from agent.http.core import MAX_BODY, BodyCache, Router, error_middleware
+from agent.http import (
+    agent_endpoint,
+    catalog_endpoint,
+    kv_endpoint,
+    session_endpoint,
+    snapshot_endpoint,
+    ui_endpoint,
+)
+from agent.http.core import MAX_BODY, BodyCache, Router, agent_of, error_middleware
 
 if TYPE_CHECKING:
     from agent.server import Agent
@@ -21,7 +28,7 @@ __all__ = ["build_app"]
 
 ROUTER = Router(
     agent_endpoint.ROUTES + catalog_endpoint.ROUTES + kv_endpoint.ROUTES + session_endpoint.ROUTES
-    + snapshot_endpoint.ROUTES
+    + snapshot_endpoint.ROUTES + ui_endpoint.ROUTES
 )
 
 
@@ -30,6 +37,8 @@ async def dispatch(request: web.Request) -> web.StreamResponse:
     found = ROUTER.find(path)
     if found is None:
         if path == "/":
+            if agent_of(request).config.ui:
+                return ui_endpoint.redirect_to_ui()
             return web.Response(text="Consul Agent (ctk): the HTTP API is under /v1/")
         if path.startswith("/v1/"):
             return web.Response(status=404, text="Invalid URL path: not a recognized HTTP API endpoint")
