@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY      = $(VENV)/bin/python
 CTK     = $(VENV)/bin/ctk
 # Debian packages the tests drive for real (nginx, dig, keepalived, chromium) and the benchmarks' peers (etcd, dnsperf).
-DEBS       = nginx:nginx dig:dnsutils keepalived:keepalived chromium:chromium chromedriver:chromium-driver
+DEBS       = nginx:nginx dig:dnsutils keepalived:keepalived chromium:chromium chromedriver:chromium-driver tmux:tmux
 BENCH_DEBS = etcd:etcd-server dnsperf:dnsperf
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
