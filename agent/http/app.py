@@ -19,7 +19,7 @@ from agent.http import (
     snapshot_endpoint,
     ui_endpoint,
 )
-from agent.http.core import MAX_BODY, BodyCache, Router, agent_of, error_middleware
+from agent.http.core import AGENT_KEY, BODY_CACHE_KEY, MAX_BODY, BodyCache, Router, agent_of, error_middleware
 
 if TYPE_CHECKING:
     from agent.server import Agent
@@ -56,7 +56,7 @@ async def dispatch(request: web.Request) -> web.StreamResponse:
 
 def build_app(agent: Agent) -> web.Application:
     app = web.Application(middlewares=[error_middleware], client_max_size=MAX_BODY)
-    app["agent"] = agent
-    app["body_cache"] = BodyCache()
+    app[AGENT_KEY] = agent
+    app[BODY_CACHE_KEY] = BodyCache()
     app.router.add_route("*", "/{tail:.*}", dispatch)
     return app

@@ -30,6 +30,8 @@ if TYPE_CHECKING:
     from agent.server import Agent
 
 __all__ = [
+    "AGENT_KEY",
+    "BODY_CACHE_KEY",
     "HTTPError",
     "Handler",
     "Route",
@@ -93,7 +95,7 @@ class Router:
 
 
 def agent_of(request: web.Request) -> Agent:
-    return request.app["agent"]  # type: ignore[no-any-return]
+    return request.app[AGENT_KEY]
 
 
 def flag(request: web.Request, name: str) -> bool:
@@ -136,6 +138,9 @@ class BodyCache:
         self._data[key] = body
 
 
+AGENT_KEY: web.AppKey[Agent] = web.AppKey("agent")
+BODY_CACHE_KEY: web.AppKey[BodyCache] = web.AppKey("body_cache", BodyCache)
+
 _IGNORED_FOR_CACHE = frozenset({"index", "wait", "stale", "consistent", "cached", "token", "leader", "max_stale"})
 
 
@@ -168,7 +173,7 @@ def json_response(
         hdrs.update(headers)
     pretty = agent.config.pretty_json or "pretty" in request.query
     if index is not None and status == 200 and request.method == "GET":
-        cache: BodyCache = request.app["body_cache"]
+        cache = request.app[BODY_CACHE_KEY]
         query = tuple(sorted((k, v) for k, v in request.query.items() if k not in _IGNORED_FOR_CACHE))
         key = (request.path, query, index, agent.store.epoch, pretty)
         body = cache.get(key)
