@@ -53,6 +53,9 @@ from typing import Any, Literal
 import aiohttp
 from yarl import URL
 
+from toolkit.client import DEFAULT_ADDR as DEFAULT_ADDRESS
+from toolkit.client import base_url  # one address rule for every ctk client
+
 from .dependencies import CatalogNodeDep, Dependency, FileDep, Request
 from .functions import MISSING
 
@@ -66,24 +69,12 @@ __all__ = [
 
 log = logging.getLogger("ctk.template")
 
-DEFAULT_ADDRESS = "127.0.0.1:8500"
 _MIN_CONN_LIMIT = 16
 _CONNECT_TIMEOUT_S = 5.0
 _NONBLOCKING_TIMEOUT_S = 15.0
 _BLOCKING_SLACK_S = 10.0  # on top of wait + wait/16 (the server's jitter)
 
 FETCH_ERRORS = (aiohttp.ClientError, TimeoutError, OSError, ValueError)
-
-
-def base_url(address: str | None) -> str:
-    """``host:port`` / ``http(s)://host:port`` → base URL (``CONSUL_HTTP_ADDR``, then the default)."""
-    addr = (address or os.environ.get("CONSUL_HTTP_ADDR", "") or DEFAULT_ADDRESS).strip()
-    if addr.startswith(("http://", "https://")):
-        return addr.rstrip("/")
-    if addr.startswith("unix://"):
-        raise ValueError("unix socket addresses are not supported; use host:port")
-    scheme = "https" if os.environ.get("CONSUL_HTTP_SSL", "").lower() in ("1", "true") else "http"
-    return f"{scheme}://{addr}"
 
 
 def backoff_delay(

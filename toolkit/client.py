@@ -14,7 +14,8 @@ from typing import Any
 
 import httpx
 
-__all__ = ["ConsulClient", "ConsulError", "Response", "default_address"]
+__all__ = ["ConsulClient", "ConsulError", "Response", "default_address", "base_url", "client_settings",
+           "transport_error", "checked"]
 
 DEFAULT_ADDR = "127.0.0.1:8500"
 
@@ -45,25 +46,56 @@ def default_address() -> str:
     return os.environ.get("CONSUL_HTTP_ADDR", "") or DEFAULT_ADDR
 
 
-def _base_url(address: str) -> str:
-    if address.startswith(("http://", "https://")):
-        return address.rstrip("/")
-    if address.startswith("unix://"):
-        raise ConsulError("unix socket addresses are not supported; use host:port")
+def base_url(address: str | None = None) -> str:
+    """``host:port`` / ``http(s)://host:port`` → base URL (``None``: ``CONSUL_HTTP_ADDR``, then the default).
+
+    ``CONSUL_HTTP_SSL=true`` turns a bare ``host:port`` into https. Raises ``ValueError`` for ``unix://``.
+    """
+    addr = (address or default_address()).strip()
+    if addr.startswith(("http://", "https://")):
+        return addr.rstrip("/")
+    if addr.startswith("unix://"):
+        raise ValueError("unix socket addresses are not supported; use host:port")
     scheme = "https" if os.environ.get("CONSUL_HTTP_SSL", "").lower() in ("1", "true") else "http"
-    return f"{scheme}://{address}"
+    return f"{scheme}://{addr}"
+
+
+def client_settings(address: str | None, token: str | None, user_agent: str) -> tuple[str, str, dict[str, str], bool]:
+    """(address, base URL, headers, TLS verify) by the ``consul`` CLI's conventions, for sync and async clients."""
+    addr = address or default_address()
+    try:
+        url = base_url(addr)
+    except ValueError as err:
+        raise ConsulError(str(err)) from None
+    tok = token if token is not None else os.environ.get("CONSUL_HTTP_TOKEN", "")
+    headers = {"User-Agent": user_agent}
+    if tok:
+        headers["X-Consul-Token"] = tok
+    verify = os.environ.get("CONSUL_HTTP_SSL_VERIFY", "true").lower() not in ("0", "false")
+    return addr, url, headers, verify
+
+
+def transport_error(address: str, err: httpx.HTTPError) -> ConsulError:
+    """One readable line for a request that got no HTTP answer."""
+    if isinstance(err, httpx.ConnectError):
+        return ConsulError(f"cannot reach the agent at {address} (connection refused); "
+                           "is it running? set --http-addr or CONSUL_HTTP_ADDR")
+    if isinstance(err, httpx.TimeoutException):
+        return ConsulError(f"the agent at {address} did not answer in time")
+    return ConsulError(f"request to {address} failed: {err}")
+
+
+def checked(r: httpx.Response, ok: tuple[int, ...]) -> Response:
+    if r.status_code not in ok:
+        text = r.text.strip() or r.reason_phrase
+        raise ConsulError(f"Unexpected response code: {r.status_code} ({text})", r.status_code)
+    return Response(r.status_code, r.headers, r.content)
 
 
 class ConsulClient:
     def __init__(self, address: str | None = None, token: str | None = None, timeout_s: float = 15.0) -> None:
-        self.address = address or default_address()
-        self.token = token if token is not None else os.environ.get("CONSUL_HTTP_TOKEN", "")
-        headers = {"User-Agent": "ctk"}
-        if self.token:
-            headers["X-Consul-Token"] = self.token
-        verify = os.environ.get("CONSUL_HTTP_SSL_VERIFY", "true").lower() not in ("0", "false")
-        self._http = httpx.Client(base_url=_base_url(self.address), headers=headers, timeout=timeout_s,
-                                  verify=verify)
+        self.address, url, headers, verify = client_settings(address, token, "ctk")
+        self._http = httpx.Client(base_url=url, headers=headers, timeout=timeout_s, verify=verify)
 
     def close(self) -> None:
         self._http.close()
@@ -86,17 +118,9 @@ class ConsulClient:
             kwargs["timeout"] = timeout_s
         try:
             r = self._http.request(method, path, **kwargs)
-        except httpx.ConnectError:
-            raise ConsulError(f"cannot reach the agent at {self.address} (connection refused); "
-                              "is it running? set --http-addr or CONSUL_HTTP_ADDR") from None
-        except httpx.TimeoutException:
-            raise ConsulError(f"the agent at {self.address} did not answer in time") from None
         except httpx.HTTPError as err:
-            raise ConsulError(f"request to {self.address} failed: {err}") from None
-        if r.status_code not in ok:
-            text = r.text.strip() or r.reason_phrase
-            raise ConsulError(f"Unexpected response code: {r.status_code} ({text})", r.status_code)
-        return Response(r.status_code, r.headers, r.content)
+            raise transport_error(self.address, err) from None
+        return checked(r, ok)
 
     def get(self, path: str, **kw: Any) -> Response:
         return self.request("GET", path, **kw)

@@ -7,7 +7,6 @@ answers); Raft/autopilot/agent endpoints are not blocking in Consul and are poll
 from __future__ import annotations
 
 import asyncio
-import os
 import random
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -15,7 +14,7 @@ from typing import Any
 
 import httpx
 
-from toolkit.client import ConsulError, Response, _base_url, default_address
+from toolkit.client import ConsulError, Response, checked, client_settings, transport_error
 from toolkit.dash.model import Sources
 
 __all__ = ["AsyncConsul", "Watcher", "fetch_sources"]
@@ -32,13 +31,8 @@ class AsyncConsul:
 
     def __init__(self, address: str | None = None, token: str | None = None, timeout_s: float = 10.0,
                  transport: httpx.AsyncBaseTransport | None = None) -> None:
-        self.address = address or default_address()
-        token = token if token is not None else os.environ.get("CONSUL_HTTP_TOKEN", "")
-        headers = {"User-Agent": "ctk-dash"}
-        if token:
-            headers["X-Consul-Token"] = token
-        verify = os.environ.get("CONSUL_HTTP_SSL_VERIFY", "true").lower() not in ("0", "false")
-        self._http = httpx.AsyncClient(base_url=_base_url(self.address), headers=headers, timeout=timeout_s,
+        self.address, url, headers, verify = client_settings(address, token, "ctk-dash")
+        self._http = httpx.AsyncClient(base_url=url, headers=headers, timeout=timeout_s,
                                        verify=verify, limits=httpx.Limits(max_connections=32),
                                        transport=transport)
 
@@ -52,16 +46,9 @@ class AsyncConsul:
             kwargs["timeout"] = timeout_s
         try:
             r = await self._http.get(path, **kwargs)
-        except httpx.ConnectError:
-            raise ConsulError(f"cannot reach the agent at {self.address} (connection refused)") from None
-        except httpx.TimeoutException:
-            raise ConsulError(f"the agent at {self.address} did not answer in time") from None
         except httpx.HTTPError as err:
-            raise ConsulError(f"request to {self.address} failed: {type(err).__name__} {err}") from None
-        if r.status_code not in ok:
-            text = r.text.strip() or r.reason_phrase
-            raise ConsulError(f"{r.status_code} {text}", r.status_code)
-        return Response(r.status_code, r.headers, r.content)
+            raise transport_error(self.address, err) from None
+        return checked(r, ok)
 
 
 @dataclass
