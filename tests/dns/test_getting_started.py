@@ -98,7 +98,9 @@ def test_getting_started_with_dig(scenario: tuple[AgentProcess, int, list[Backen
     assert left["Service"]["Port"] == backends[1].port
     wait_for(lambda: len(section(dig(port, "web3.service.consul", "SRV"), "ANSWER")) == 1, timeout_s=10)
 
-    # Tag filter, and a service whose only instance is unhealthy (web's check used the dead backend).
+    # Tag filter, and a service whose only instance is unhealthy (web's check used the dead backend;
+    # its own 1 s check fails on its own schedule, so wait for it rather than assume it ran already).
+    wait_for(lambda: httpx.get(agent.url + "/v1/health/service/web?passing").json() == [], timeout_s=15)
     assert "NXDOMAIN" in dig(port, "rails.web.service.consul")
     assert "NXDOMAIN" in dig(port, "nosuchtag.web3.service.consul")
     assert section(dig(port, "master.web3.service.consul"), "ANSWER")
