@@ -24,8 +24,9 @@ from pathlib import Path
 from typing import Any
 
 from agent.durations import DurationError, parse_duration_value
+from agent.gossip.config import GossipConfig
 
-__all__ = ["AgentConfig", "DNSConfig", "Ports", "ConfigError", "load", "build_parser", "VERSION"]
+__all__ = ["AgentConfig", "DNSConfig", "Ports", "ConfigError", "load", "build_parser", "gossip_config", "VERSION"]
 
 VERSION = "0.1.0"
 
@@ -96,6 +97,9 @@ class AgentConfig:
     raft_snapshot_threshold: int = 16384
     raft_trailing_logs: int = 10240
     default_query_time_s: float = 300.0
+    ae_interval_s: float = 60.0  # Consul's AEInterval: the full anti-entropy sync period (1 min)
+    gossip_lan: Mapping[str, Any] = field(default_factory=dict)  # gossip_lan {} block, validated in _finish
+    reconnect_timeout_s: float = 72 * 3600.0
     max_query_time_s: float = 600.0
     leave_on_terminate: bool | None = None
     skip_leave_on_interrupt: bool | None = None
@@ -182,6 +186,7 @@ _KNOWN_TOP = {
     "ui", "ui_config", "log_level", "log_json", "domain", "recursors", "dns_config", "encrypt", "performance",
     "raft_snapshot_threshold", "raft_trailing_logs", "default_query_time", "max_query_time",
     "leave_on_terminate", "skip_leave_on_interrupt", "pid_file", "service", "services", "check", "checks",
+    "ae_interval", "gossip_lan", "reconnect_timeout",
 }
 
 
@@ -304,7 +309,7 @@ def from_sources(flags: Mapping[str, Any]) -> AgentConfig:
             kw[key] = _typed(merged, key, kind, where(key))
     if "ui_config" in merged and isinstance(merged["ui_config"], Mapping):
         kw["ui"] = bool(merged["ui_config"].get("enabled", False))
-    for key in ("retry_interval", "default_query_time", "max_query_time"):
+    for key in ("retry_interval", "default_query_time", "max_query_time", "ae_interval", "reconnect_timeout"):
         if key in merged:
             kw[key + "_s"] = _dur(merged[key], f"{where(key)}: field '{key}'")
     joins = [str(x) for x in merged.get("retry_join", []) + merged.get("start_join", [])]
@@ -319,6 +324,11 @@ def from_sources(flags: Mapping[str, Any]) -> AgentConfig:
     if "performance" in merged and isinstance(merged["performance"], Mapping):
         if "raft_multiplier" in merged["performance"]:
             kw["raft_multiplier"] = _typed(merged["performance"], "raft_multiplier", int, where("performance"))
+    if "gossip_lan" in merged:
+        if not isinstance(merged["gossip_lan"], Mapping):
+            raise ConfigError(f"{where('gossip_lan')}: field 'gossip_lan' must be an object")
+        kw["gossip_lan"] = {str(k).lower(): v for k, v in merged["gossip_lan"].items()}
+        gossip_config(AgentConfig(gossip_lan=kw["gossip_lan"]), where("gossip_lan"))  # fail at load, not later
     if "ports" in merged:
         ports = merged["ports"]
         if not isinstance(ports, Mapping):
@@ -444,11 +454,45 @@ def _finish(cfg: AgentConfig) -> AgentConfig:
             uuid.UUID(cfg.node_id)
         except ValueError:
             raise ConfigError(f"agent: -node-id {cfg.node_id!r} is not a UUID") from None
+    if cfg.ae_interval_s <= 0:
+        raise ConfigError("agent: ae_interval must be positive")
     if not 1 <= cfg.raft_multiplier <= 10:
         raise ConfigError("agent: performance.raft_multiplier must be between 1 and 10")
     if cfg.log_level.lower() not in ("trace", "debug", "info", "warn", "warning", "err", "error"):
         raise ConfigError(f"agent: -log-level {cfg.log_level!r}: expected trace|debug|info|warn|error")
     return cfg
+
+
+_GOSSIP_DURATIONS = {"gossip_interval": "gossip_interval_s", "probe_interval": "probe_interval_s",
+                     "probe_timeout": "probe_timeout_s"}
+_GOSSIP_INTS = ("gossip_nodes", "retransmit_mult", "suspicion_mult")
+_GOSSIP_PROFILES = ("lan", "local", "fast")
+
+
+def gossip_config(cfg: AgentConfig, where: str = "gossip_lan") -> GossipConfig:
+    """The LAN gossip tuning: Consul's ``gossip_lan {}`` keys over a memberlist profile.
+
+    ``profile`` (ctk's addition: ``lan`` default, ``local``, ``fast``) picks the preset the keys
+    override; the fast profile is a test-friendly set of numbers, not a different code path. The
+    ``reconnect_timeout`` key (top level, as in Consul) sets how long a failed member is kept.
+    """
+    raw = dict(cfg.gossip_lan)
+    profile = str(raw.pop("profile", "lan")).lower()
+    if profile not in _GOSSIP_PROFILES:
+        raise ConfigError(f"{where}: gossip_lan.profile {profile!r}: expected one of {', '.join(_GOSSIP_PROFILES)}")
+    overrides: dict[str, Any] = {"reconnect_timeout_s": cfg.reconnect_timeout_s}
+    for key, value in raw.items():
+        if key in _GOSSIP_DURATIONS:
+            overrides[_GOSSIP_DURATIONS[key]] = _dur(value, f"{where}: gossip_lan.{key}")
+        elif key in _GOSSIP_INTS:
+            overrides[key] = _typed(raw, key, int, where)
+        else:
+            raise ConfigError(f"{where}: gossip_lan.{key} is not a gossip_lan setting "
+                              f"(known: profile, {', '.join([*_GOSSIP_DURATIONS, *_GOSSIP_INTS])})")
+    try:
+        return getattr(GossipConfig, profile)(**overrides)  # type: ignore[no-any-return]
+    except (ValueError, TypeError) as err:
+        raise ConfigError(f"{where}: gossip_lan: {err}") from None
 
 
 def persisted_node_id(cfg: AgentConfig) -> str:

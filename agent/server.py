@@ -29,7 +29,6 @@ from agent.config import AgentConfig, ConfigError
 from agent.consensus import Consensus, ConsensusError
 from agent.discovery import ServerDirectory, ServerInfo, server_info
 from agent.dns import DNSServer
-from agent.gossip.config import GossipConfig
 from agent.gossip.core import Member, MemberEvent, MemberStatus
 from agent.gossip.keyring import setup_keyring
 from agent.gossip.node import GossipNode, RetryJoinError
@@ -72,10 +71,11 @@ MAX_TRAILING_LOGS = 250  # autopilot's max_trailing_logs: a server further behin
 
 
 class Agent:
-    version = config_mod.VERSION
-
     def __init__(self, cfg: AgentConfig) -> None:
         self.config = cfg
+        # CTK_BUILD_VERSION: the build this agent reports (member tag, /v1/agent/self, autopilot), for
+        # packagers' own version strings and for rehearsing a rolling upgrade with one installed copy.
+        self.version = os.environ.get("CTK_BUILD_VERSION") or config_mod.VERSION
         self.node_name = cfg.node_name
         self.datacenter = cfg.datacenter
         self.node_id = config_mod.persisted_node_id(cfg)
@@ -99,7 +99,7 @@ class Agent:
             self.consensus = self.raft
             data = Path(cfg.data_dir)
             self.gossip = GossipNode(
-                GossipConfig.lan(), self.node_name, (cfg.bind_addr, cfg.ports.serf_lan),
+                config_mod.gossip_config(cfg), self.node_name, (cfg.bind_addr, cfg.ports.serf_lan),
                 advertise=(cfg.advertise, cfg.ports.serf_lan), tags=self.member_tags(),
                 seal=setup_keyring(data, cfg.encrypt or None), on_member_event=self._member_event,
                 snapshot_path=data / "serf" / "local.snapshot", rejoin_after_leave=cfg.rejoin_after_leave,
@@ -117,7 +117,8 @@ class Agent:
         self.local.on_check_removed = self._stop_check
         self._reap_task: asyncio.Task[None] | None = None
         self.sync = AntiEntropy(self._node_record, self.local, self.store, self.write,
-                                skip_services=frozenset({SERVER_SERVICE}) if cfg.server else frozenset())
+                                skip_services=frozenset({SERVER_SERVICE}) if cfg.server else frozenset(),
+                                interval_s=cfg.ae_interval_s)
         self.sessions = SessionTimers(self.write)
         self.dns = DNSServer(self.store, cfg, node_address=cfg.advertise)
         self.started_at = time.time()

@@ -127,7 +127,9 @@ class AntiEntropy:
         cluster_size: Callable[[], int] = lambda: 1,
         skip_services: frozenset[str] = frozenset(),
         rng: random.Random | None = None,
+        interval_s: float = AE_INTERVAL_S,
     ) -> None:
+        self.interval_s = interval_s
         self.node = node
         self.local = local
         self.store = store
@@ -161,7 +163,7 @@ class AntiEntropy:
     async def _run(self) -> None:
         self._kick.set()
         while True:
-            interval = AE_INTERVAL_S * scale_factor(self.cluster_size())
+            interval = self.interval_s * scale_factor(self.cluster_size())
             timeout = interval + self.rng.uniform(0, interval)
             try:
                 await asyncio.wait_for(self._kick.wait(), timeout)
