@@ -51,18 +51,26 @@ def server_info(member: Member) -> ServerInfo | None:
 
 
 class ServerDirectory:
-    def __init__(self, gossip: GossipNode, me: Callable[[], ServerInfo]) -> None:
+    """``me`` describes this agent when it is a server; a client agent passes None and its
+    ``datacenter``, and sees only the others."""
+
+    def __init__(self, gossip: GossipNode, me: Callable[[], ServerInfo] | None, datacenter: str = "") -> None:
         self.gossip = gossip
         self.me = me
+        self.datacenter = datacenter
 
     def servers(self) -> list[ServerInfo]:
         """Every live server of this datacenter gossip knows, this one included, sorted by id."""
-        me = self.me()
-        out = {me.id: me}
+        out: dict[str, ServerInfo] = {}
+        dc = self.datacenter
+        if self.me is not None:
+            me = self.me()
+            out[me.id] = me
+            dc = me.datacenter
         if self.gossip.running:
             for m in self.gossip.members():
                 info = server_info(m)
-                if info is not None and m.status in LIVE and info.datacenter == me.datacenter:
+                if info is not None and m.status in LIVE and info.datacenter == dc:
                     out.setdefault(info.id, info)
         return [out[k] for k in sorted(out)]
 

@@ -17,7 +17,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from aiohttp import web
+from aiohttp import ClientSession, ClientTimeout, web
 
 from agent import config as config_mod
 from agent.checks.errors import InvalidCheckStatus, NotTTLCheck, ScriptChecksDisabled
@@ -25,11 +25,14 @@ from agent.checks.policy import require_script_checks_allowed
 from agent.checks.reaper import REAP_INTERVAL_S, CriticalReaper
 from agent.checks.scheduler import CheckScheduler
 from agent.checks.script import enable_child_subreaper
+from agent.client import RemoteConsensus, ServerPool
 from agent.config import AgentConfig, ConfigError
 from agent.consensus import Consensus, ConsensusError
 from agent.discovery import ServerDirectory, ServerInfo, server_info
 from agent.dns import DNSServer
-from agent.gossip.core import Member, MemberEvent, MemberStatus
+from agent.events import decode_event, encode_event, event_matches
+from agent.gossip.core import Member, MemberEvent, MemberStatus, UserEventReceived
+from agent.gossip.errors import EncodeError
 from agent.gossip.keyring import setup_keyring
 from agent.gossip.node import GossipNode, RetryJoinError
 from agent.http.app import build_app
@@ -42,7 +45,7 @@ from agent.local.definitions import (
     parse_service,
 )
 from agent.local.state import LocalCheck, LocalState, UnknownCheck, UnknownService
-from agent.local.sync import AntiEntropy
+from agent.local.sync import AntiEntropy, CatalogRows
 from agent.raft.config import RaftConfig
 from agent.raft.core import ConfigChangeOp
 from agent.raft.filestorage import FileStorage
@@ -53,7 +56,7 @@ from agent.raft.transport import RPCError
 from agent.session_timers import SessionTimers
 from agent.standalone import Standalone
 from agent.state import commands
-from agent.state.commands import Command
+from agent.state.commands import Command, result_to_wire
 from agent.state.journal import Journal
 from agent.state.store import Store
 from agent.state.structs import CRITICAL, PASSING, SERF_CHECK_ID
@@ -68,6 +71,9 @@ LEADER_RECONCILE_INTERVAL_S = 10.0
 LEAVE_TIMEOUT_S = 10.0
 DEFAULT_SERF_LAN_PORT = 8301  # a join address without a port means this, as in Consul
 MAX_TRAILING_LOGS = 250  # autopilot's max_trailing_logs: a server further behind is not healthy
+CLIENT_LEADER_POLL_S = 10.0
+# Not passed back through a forwarded request: the client agent's own HTTP server sets these.
+_HOP_HEADERS = frozenset({"connection", "keep-alive", "transfer-encoding", "content-length", "date", "server"})
 
 
 class Agent:
@@ -85,8 +91,12 @@ class Agent:
         self.raft: RaftNode | None = None
         self.directory: ServerDirectory | None = None
         self.gossip: GossipNode | None = None
+        self.pool: ServerPool | None = None  # client agents: the servers requests are forwarded to
         self.exit_code = 0
         self.consensus: Consensus
+        # Agent-local user events (Consul keeps the last 256 per agent; they arrive over gossip, not Raft).
+        self.events = Store()
+        self._event_index = 0
         if cfg.server and cfg.data_dir and not cfg.dev:
             # A real server: Raft over a durable log (one server with -bootstrap, or a cluster).
             self.raft = RaftNode(
@@ -94,17 +104,21 @@ class Agent:
                 storage=FileStorage(Path(cfg.data_dir) / "raft"), raft_config=RaftConfig(),
                 tick_s=RAFT_TICK_S * cfg.raft_multiplier, snapshot_threshold=cfg.raft_snapshot_threshold,
                 on_leader_change=self._leader_changed, bind_host=cfg.bind_addr)
-            self.raft.rpc_handlers["session_renew"] = self._rpc_session_renew
-            self.raft.rpc_handlers["autopilot_health"] = lambda body: self.autopilot_health()
+            self.raft.rpc_handlers.update({
+                "session_renew": self._rpc_session_renew,
+                "autopilot_health": lambda body: self.autopilot_health(),
+                "write": self._rpc_write, "node_rows": self._rpc_node_rows, "http": self._rpc_http,
+                "dns": self._rpc_dns,
+            })
             self.consensus = self.raft
-            data = Path(cfg.data_dir)
-            self.gossip = GossipNode(
-                config_mod.gossip_config(cfg), self.node_name, (cfg.bind_addr, cfg.ports.serf_lan),
-                advertise=(cfg.advertise, cfg.ports.serf_lan), tags=self.member_tags(),
-                seal=setup_keyring(data, cfg.encrypt or None), on_member_event=self._member_event,
-                snapshot_path=data / "serf" / "local.snapshot", rejoin_after_leave=cfg.rejoin_after_leave,
-                default_join_port=DEFAULT_SERF_LAN_PORT)
+            self.gossip = self._gossip_node(Path(cfg.data_dir))
             self.directory = ServerDirectory(self.gossip, self._server_info)
+        elif not cfg.server:
+            # A client agent: gossip, its own services and checks; the state lives on the servers.
+            self.gossip = self._gossip_node(Path(cfg.data_dir))
+            self.directory = ServerDirectory(self.gossip, None, self.datacenter)
+            self.pool = ServerPool(self.directory)
+            self.consensus = RemoteConsensus(self.pool)
         else:
             # -dev (and -dev -data-dir): one in-process server that is its own leader at once.
             journal = Journal(Path(cfg.data_dir) / "state") if cfg.data_dir else None
@@ -116,11 +130,12 @@ class Agent:
         self.local.on_check_added = self._start_check
         self.local.on_check_removed = self._stop_check
         self._reap_task: asyncio.Task[None] | None = None
-        self.sync = AntiEntropy(self._node_record, self.local, self.store, self.write,
+        self.sync = AntiEntropy(self._node_record, self.local, self._catalog_rows, self.write,
                                 skip_services=frozenset({SERVER_SERVICE}) if cfg.server else frozenset(),
                                 interval_s=cfg.ae_interval_s)
         self.sessions = SessionTimers(self.write)
-        self.dns = DNSServer(self.store, cfg, node_address=cfg.advertise)
+        self.dns = DNSServer(self.store, cfg, node_address=cfg.advertise,
+                             remote=self._remote_dns if self.pool is not None else None)
         self.started_at = time.time()
         self._runner: web.AppRunner | None = None
         self._stop = asyncio.Event()
@@ -134,12 +149,85 @@ class Agent:
         self._join_task: asyncio.Task[None] | None = None
         self._background: set[asyncio.Task[Any]] = set()
         self._stable_since: dict[str, float] = {}
+        self._http_session: ClientSession | None = None
         self.closing = False  # set on shutdown: blocking queries answer at once instead of holding exit
+
+    def _gossip_node(self, data: Path) -> GossipNode:
+        cfg = self.config
+        return GossipNode(
+            config_mod.gossip_config(cfg), self.node_name, (cfg.bind_addr, cfg.ports.serf_lan),
+            advertise=(cfg.advertise, cfg.ports.serf_lan), tags=self.member_tags(),
+            seal=setup_keyring(data, cfg.encrypt or None), on_member_event=self._member_event,
+            on_user_event=self._user_event, snapshot_path=data / "serf" / "local.snapshot",
+            rejoin_after_leave=cfg.rejoin_after_leave, default_join_port=DEFAULT_SERF_LAN_PORT)
 
     # --------------------------------------------------------------- writes
 
     async def write(self, command: Command) -> Any:
         return await self.consensus.apply(command)
+
+    async def _catalog_rows(self, node: str) -> CatalogRows:
+        """The catalog's rows for ``node``, anti-entropy's input: from a server when this is a client."""
+        if self.pool is not None:
+            return CatalogRows.from_wire(await self.pool.call("node_rows", {"node": node}, idempotent=True))
+        return CatalogRows.of(self.store, node)
+
+    # --------------------------------------------------- serving client agents
+
+    async def _rpc_write(self, command: Any) -> Any:
+        assert self.raft is not None
+        return result_to_wire(await self.raft.apply(command))
+
+    async def _rpc_node_rows(self, body: Any) -> Any:
+        assert self.raft is not None
+        await self.raft.read_barrier("default")
+        return CatalogRows.of(self.store, str(body.get("node", ""))).to_wire()
+
+    async def _rpc_dns(self, body: Any) -> Any:
+        return await self.dns.answer(bytes(body["query"]), bool(body.get("tcp")))
+
+    async def _rpc_http(self, body: Any) -> Any:
+        """A client agent's ``/v1`` request, answered by this server's own HTTP API (see agent/client.py)."""
+        if not self.http_address:
+            raise ConsensusError("this server has no HTTP listener to answer forwarded requests")
+        host, _, port = self.http_address.rpartition(":")
+        host = {"0.0.0.0": "127.0.0.1", "::": "::1", "[::]": "::1"}.get(host, host)
+        if ":" in host and not host.startswith("["):
+            host = f"[{host}]"
+        if self._http_session is None:
+            self._http_session = ClientSession(timeout=ClientTimeout(total=None), auto_decompress=False)
+        async with self._http_session.request(str(body["method"]), f"http://{host}:{port}{body['path']}",
+                                              headers=dict(body.get("headers") or {}),
+                                              data=bytes(body.get("body") or b"")) as resp:
+            payload = await resp.read()
+            headers = [(k, v) for k, v in resp.headers.items() if k.lower() not in _HOP_HEADERS]
+            return {"status": resp.status, "headers": headers, "body": payload}
+
+    async def forward_http(self, method: str, path: str, headers: dict[str, str], body: bytes,
+                           blocking: bool) -> dict[str, Any]:
+        """A client agent sends a ``/v1`` request to a server; reads are retried on another server."""
+        assert self.pool is not None
+        timeout_s = self.config.max_query_time_s * 17 / 16 + 30 if blocking else 60.0
+        result: dict[str, Any] = await self.pool.call(
+            "http", {"method": method, "path": path, "headers": headers, "body": body},
+            timeout_s=timeout_s, idempotent=method in ("GET", "HEAD"))
+        return result
+
+    async def _watch_leader(self) -> None:
+        """A client agent's view of the leader (``/v1/agent/self``'s ``leader_addr``), kept fresh."""
+        assert self.pool is not None
+        while True:
+            try:
+                status = await self.pool.call("status", {}, timeout_s=2.0, idempotent=True)
+                self.pool.leader_addr = str(status.get("leader_addr") or "")
+            except ConsensusError:
+                self.pool.leader_addr = ""
+            await asyncio.sleep(CLIENT_LEADER_POLL_S)
+
+    async def _remote_dns(self, query: bytes, tcp: bool) -> bytes:
+        assert self.pool is not None
+        answer: bytes = await self.pool.call("dns", {"query": query, "tcp": tcp}, timeout_s=5.0, idempotent=True)
+        return answer
 
     # ---------------------------------------------------------- local state
 
@@ -403,6 +491,8 @@ class Agent:
                           expect=self.config.bootstrap_expect)
 
     def _directory_changed(self) -> None:
+        if self.pool is not None and self.pool.addresses():
+            self.sync.trigger()  # a client that just learned of a server syncs now, not after its retry pause
         if self.raft is not None and self.directory is not None:
             for info in self.directory.servers():
                 if info.id != self.node_id:
@@ -713,8 +803,29 @@ class Agent:
         }
 
     async def fire_event(self, record: dict[str, Any]) -> None:
-        """A user event. Until gossip carries events, a single agent records it in its own store."""
-        await self.write(commands.event(record))
+        """``/v1/event/fire``: a serf user event to every agent (the sender included, via gossip's own
+        delivery); an agent without gossip (``-dev``) just records it."""
+        if self.gossip is None or not self.gossip.running:
+            self._record_event(record)
+            return
+        try:
+            self.gossip.user_event(str(record["name"]), encode_event(record), coalesce=False)
+        except EncodeError as err:
+            raise HTTPError(400, f"event too large for gossip: {err}") from None
+
+    def _user_event(self, event: UserEventReceived) -> None:
+        try:
+            record = decode_event(event.name, event.payload, event.ltime)
+        except ValueError as err:
+            log.warning("dropping malformed user event %r: %s", event.name, err)
+            return
+        if event_matches(record, self.node_name, self.local.services.values()):
+            self._record_event(record)
+
+    def _record_event(self, record: dict[str, Any]) -> None:
+        """Into this agent's event buffer (the last 256), waking ``/v1/event/list`` watchers."""
+        self._event_index += 1
+        self.events.apply(self._event_index, commands.event(record))
 
     async def join(self, addresses: list[str], wan: bool = False) -> int:
         """``/v1/agent/join``: servers hello the address now; an agent with no cluster layer accepts it."""
@@ -770,9 +881,13 @@ class Agent:
             await self.gossip.start()
             self._join_task = asyncio.create_task(self._retry_join(), name="retry-join")
             self._formation = asyncio.create_task(self._form_cluster(), name="cluster-formation")
+        elif self.gossip is not None:  # a client agent
+            await self.gossip.start()
+            self._join_task = asyncio.create_task(self._retry_join(), name="retry-join")
+            self._leader_task = asyncio.create_task(self._watch_leader(), name="leader-watch")
         self._apply_config_definitions(services, checks)
         self._load_persisted_local()
-        if self.raft is None:
+        if self.pool is None and self.raft is None:
             await self._leader_reconcile()
             await self.sync.sync_once()
             self.sessions.start(self.store)
@@ -816,6 +931,8 @@ class Agent:
             await self._runner.cleanup()
             self._runner = None
         await self.consensus.close()
+        if self._http_session is not None:
+            await self._http_session.close()
 
 
 def _raw_service(svc: ServiceDefinition) -> dict[str, Any]:

@@ -25,7 +25,7 @@ import random
 import socket
 import struct
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from agent.config import AgentConfig
@@ -56,6 +56,11 @@ class _UDP(asyncio.DatagramProtocol):
         self.transport = transport  # type: ignore[assignment]
 
     def datagram_received(self, data: bytes, addr: Any) -> None:
+        if self.server.remote is not None:
+            if self.transport is not None:
+                sendto = self.transport.sendto
+                self.server._spawn_remote(data, False, lambda reply: sendto(reply, addr))
+            return
         try:
             out = self.handle(data, False)
         except Exception:  # the responder never raises; this is the last line of defence
@@ -84,8 +89,10 @@ class DNSServer:
     """
 
     def __init__(self, store: Store, config: AgentConfig, node_address: str = "", *,
-                 rng: random.Random | None = None, clock: Callable[[], float] = time.time) -> None:
+                 rng: random.Random | None = None, clock: Callable[[], float] = time.time,
+                 remote: Callable[[bytes, bool], Awaitable[bytes]] | None = None) -> None:
         self.config = config
+        self.remote = remote  # a client agent: every query is answered by a server (agent/client.py)
         self.rng = rng or random.Random()
         self.resolver = Resolver(store, config, clock=clock, node_address=node_address)
         self.responder = Responder(self.resolver, rng=self.rng, clock=clock)
@@ -167,6 +174,42 @@ class DNSServer:
 
     # -------------------------------------------------------------- forwarding
 
+    async def answer(self, data: bytes, tcp: bool) -> bytes:
+        """One query's answer as bytes (a client agent's forwarded query; b"" means no answer)."""
+        out = self.responder.handle(data, tcp)
+        if out is None:
+            return b""
+        if out is FORWARD:
+            try:
+                return await self.recursors.forward(data, tcp)
+            except Exception:
+                log.exception("dns: forwarding failed")
+                return self.recursors.servfail(data)
+        return out  # type: ignore[return-value]
+
+    def _spawn_remote(self, data: bytes, tcp: bool, reply: Callable[[bytes], object]) -> None:
+        if len(self._tasks) >= MAX_FORWARDS:
+            reply(self.recursors.servfail(data))
+            return
+        task = asyncio.get_running_loop().create_task(self._ask_remote(data, tcp, reply))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _ask_remote(self, data: bytes, tcp: bool, reply: Callable[[bytes], object]) -> None:
+        assert self.remote is not None
+        try:
+            out = await self.remote(data, tcp)
+        except asyncio.CancelledError:
+            raise
+        except Exception as err:  # no server reachable: SERVFAIL, as Consul answers then
+            log.warning("dns: no server answered: %s", err)
+            out = error_response(data, SERVFAIL) if len(data) >= 12 else b""
+        if out:
+            try:
+                reply(out)
+            except (OSError, RuntimeError):
+                pass
+
     def _spawn_forward(self, data: bytes, tcp: bool, reply: Callable[[bytes], object]) -> None:
         if len(self._tasks) >= MAX_FORWARDS:
             reply(self.recursors.servfail(data))
@@ -204,6 +247,9 @@ class DNSServer:
                     data = await asyncio.wait_for(reader.readexactly(length), TCP_IDLE_S)
                 except (TimeoutError, asyncio.IncompleteReadError, ConnectionError):
                     return
+                if self.remote is not None:
+                    self._spawn_remote(data, True, send)
+                    continue
                 try:
                     out = self.responder.handle(data, True)
                 except Exception:

@@ -14,6 +14,7 @@ from aiohttp import web
 from agent.http import (
     agent_endpoint,
     catalog_endpoint,
+    forward,
     kv_endpoint,
     session_endpoint,
     snapshot_endpoint,
@@ -34,6 +35,9 @@ ROUTER = Router(
 
 async def dispatch(request: web.Request) -> web.StreamResponse:
     path = request.path
+    agent = agent_of(request)
+    if agent.pool is not None and not forward.is_local(path):
+        return await forward.forward(agent, request)  # a client agent: a server answers
     found = ROUTER.find(path)
     if found is None:
         if path == "/":

@@ -24,7 +24,7 @@ from aiohttp import web
 from agent.consensus import ConsensusError
 from agent.durations import DurationError, parse_duration_s
 from agent.local.definitions import DefinitionError
-from agent.state.store import CommandError
+from agent.state.store import CommandError, Store
 
 if TYPE_CHECKING:
     from agent.server import Agent
@@ -257,11 +257,14 @@ async def blocking(
     kv_keys: Iterable[str] = (),
     kv_prefixes: Iterable[str] = (),
     opts: QueryOptions | None = None,
+    local: Store | None = None,
 ) -> tuple[int, T]:
-    """Run a read, blocking while its index is not past ``?index`` (see module docstring)."""
+    """Run a read, blocking while its index is not past ``?index`` (see module docstring).
+
+    ``local``: an agent-local store (user events) instead of the replicated one: no read barrier."""
     agent = agent_of(request)
     opts = opts or query_options(request)
-    if opts.consistency != "stale":
+    if local is None and opts.consistency != "stale":
         await agent.consensus.read_barrier(opts.consistency)
     index, value = run()
     if opts.index == 0 or index > opts.index:
@@ -270,7 +273,7 @@ async def blocking(
     timeout = opts.wait_s + random.uniform(0, opts.wait_s / JITTER_FRACTION)
     deadline = loop.time() + timeout
     topics, kv_keys, kv_prefixes = tuple(topics), tuple(kv_keys), tuple(kv_prefixes)
-    hub = agent.store.hub
+    hub = (local or agent.store).hub
     while index <= opts.index:
         remaining = deadline - loop.time()
         if remaining <= 0 or agent.closing:

@@ -177,18 +177,20 @@ async def list_events(request: web.Request, _: str) -> web.StreamResponse:
     agent = agent_of(request)
     name = request.query.get("name", "")
 
+    store = agent.events  # this agent's own buffer: events travel by gossip, not Raft
+
     def run() -> tuple[int, list[Any]]:
-        events = agent.store.event_list(name)
-        last = agent.store.events[-1] if agent.store.events else None
+        events = store.event_list(name)
+        last = store.events[-1] if store.events else None
         return (_event_index(last.id) if last else 1), events
 
     opts = query_options(request)
     index, events = run()
     if opts.index and index == opts.index:
         # The index is a hash, not a counter: block on the events table while it is unchanged.
-        store = agent.store
         base = replace(opts, index=store.table_index("events"))
-        await blocking(request, lambda: (store.table_index("events"), None), topics=("events",), opts=base)
+        await blocking(request, lambda: (store.table_index("events"), None), topics=("events",), opts=base,
+                       local=store)
         index, events = run()
     return json_response(request, [event_json(e) for e in events], index=index)
 

@@ -17,15 +17,16 @@ import math
 import random
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 from agent.local.state import LocalCheck, LocalState
 from agent.state import commands
 from agent.state.commands import Command
 from agent.state.store import CommandError, Store
-from agent.state.structs import SERF_CHECK_ID, to_record
+from agent.state.structs import SERF_CHECK_ID, HealthCheck, Node, ServiceInstance, from_record, to_record
 
-__all__ = ["plan", "AntiEntropy", "scale_factor", "OUTPUT_SYNC_INTERVAL_S"]
+__all__ = ["plan", "AntiEntropy", "CatalogRows", "scale_factor", "OUTPUT_SYNC_INTERVAL_S"]
 
 log = logging.getLogger(__name__)
 
@@ -66,16 +67,45 @@ def _fmt(seconds: float) -> str:
     return format_duration(seconds)
 
 
-def plan(node: dict[str, Any], local: LocalState, store: Store, now: float,
+@dataclass(frozen=True)
+class CatalogRows:
+    """What the catalog holds for one node: the input :func:`plan` compares local state with.
+
+    A server reads it from its own store; a client agent asks a server (``node_rows`` RPC), so the
+    records travel as plain dicts (:meth:`to_wire` / :meth:`from_wire`)."""
+
+    node: Node | None = None
+    services: dict[str, ServiceInstance] = field(default_factory=dict)
+    checks: dict[str, HealthCheck] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, store: Store, name: str) -> CatalogRows:
+        return cls(store.nodes.get(name), dict(store.services.get(name, {})), dict(store.checks.get(name, {})))
+
+    def to_wire(self) -> dict[str, Any]:
+        return {"node": to_record(self.node) if self.node is not None else None,
+                "services": [to_record(s) for s in self.services.values()],
+                "checks": [to_record(c) for c in self.checks.values()]}
+
+    @classmethod
+    def from_wire(cls, wire: dict[str, Any]) -> CatalogRows:
+        services = [from_record(ServiceInstance, r) for r in wire.get("services") or []]
+        checks = [from_record(HealthCheck, r) for r in wire.get("checks") or []]
+        node = wire.get("node")
+        return cls(from_record(Node, node) if node else None, {s.id: s for s in services},
+                   {c.check_id: c for c in checks})
+
+
+def plan(node: dict[str, Any], local: LocalState, rows: CatalogRows, now: float,
          skip_services: frozenset[str] = frozenset()) -> list[Command]:
-    """Commands that bring the catalog's rows for ``node`` in line with ``local``."""
+    """Commands that bring the catalog's ``rows`` for ``node`` in line with ``local``."""
     name = node["node"]
     out: list[Command] = []
-    existing = store.nodes.get(name)
+    existing = rows.node
     if existing is None or any(getattr(existing, k) != v for k, v in node.items() if k != "node"):
         out.append(commands.register(node, now=now))
-    cat_services = store.services.get(name, {})
-    cat_checks = store.checks.get(name, {})
+    cat_services = rows.services
+    cat_checks = rows.checks
     for sid, ls in local.services.items():
         rec = ls.definition.record(name)
         cur = cat_services.get(sid)
@@ -122,7 +152,7 @@ class AntiEntropy:
         self,
         node: Callable[[], dict[str, Any]],
         local: LocalState,
-        store: Store,
+        rows: Callable[[str], Awaitable[CatalogRows]],
         write: Callable[[Command], Awaitable[Any]],
         cluster_size: Callable[[], int] = lambda: 1,
         skip_services: frozenset[str] = frozenset(),
@@ -132,7 +162,7 @@ class AntiEntropy:
         self.interval_s = interval_s
         self.node = node
         self.local = local
-        self.store = store
+        self.rows = rows
         self.write = write
         self.cluster_size = cluster_size
         self.skip_services = skip_services
@@ -151,7 +181,8 @@ class AntiEntropy:
     async def sync_once(self) -> int:
         """One full sync pass; returns the number of commands it needed."""
         self.synced.clear()
-        cmds = plan(self.node(), self.local, self.store, time.time(), self.skip_services)
+        node = self.node()
+        cmds = plan(node, self.local, await self.rows(node["node"]), time.time(), self.skip_services)
         for cmd in cmds:
             result = await self.write(cmd)
             if isinstance(result, CommandError):
@@ -176,7 +207,11 @@ class AntiEntropy:
                 raise
             except Exception as err:  # any failure: log, retry soon; never kill the loop
                 log.warning("anti-entropy sync failed, retrying in %.0fs: %s", RETRY_AFTER_FAILURE_S, err)
-                await asyncio.sleep(RETRY_AFTER_FAILURE_S + self.rng.uniform(0, RETRY_AFTER_FAILURE_S))
+                try:  # a trigger (a local change, a server appearing) retries sooner
+                    await asyncio.wait_for(self._kick.wait(),
+                                           RETRY_AFTER_FAILURE_S + self.rng.uniform(0, RETRY_AFTER_FAILURE_S))
+                except TimeoutError:
+                    pass
                 self._kick.set()
 
     async def stop(self) -> None:

@@ -31,6 +31,8 @@ def _next_range() -> str:
 
 
 class Server:
+    role_flags = ["-server"]
+
     def __init__(self, name: str, ip: str, data_dir: Path, log_dir: Path) -> None:
         self.name = name
         self.ip = ip
@@ -52,7 +54,7 @@ class Server:
         return f"{self.ip}:8300"
 
     def start(self, args: list[str]) -> None:
-        cmd = [sys.executable, "-m", "toolkit.cli.main", "agent", "-server", "-data-dir", str(self.data_dir),
+        cmd = [sys.executable, "-m", "toolkit.cli.main", "agent", *self.role_flags, "-data-dir", str(self.data_dir),
                "-node", self.name, "-bind", self.ip, "-client", self.ip, "-dns-port", "-1",
                "-raft-multiplier", "1", "-retry-interval", "1s", *args, *self.extra]
         log = open(self.log_path, "ab")
@@ -93,12 +95,26 @@ class Server:
         return self.log_path.read_text()[-3000:] if self.log_path.exists() else ""
 
 
+class Client(Server):
+    """A client agent (no ``-server``): gossip + its own services; state lives on the servers."""
+
+    role_flags: list[str] = []
+
+
 class Cluster:
     def __init__(self, tmp: Path, n: int, *, expect: int | None = None) -> None:
-        base = _next_range()
+        self.base = base = _next_range()
         self.tmp = tmp
         self.servers = [Server(f"s{i + 1}", f"{base}.{i + 1}", tmp / f"s{i + 1}", tmp) for i in range(n)]
+        self.clients: list[Client] = []
         self.expect = n if expect is None else expect
+
+    def add_client(self, name: str, *args: str) -> Client:
+        """Start a client agent on the next free address of this cluster's range, joined to the servers."""
+        c = Client(name, f"{self.base}.{101 + len(self.clients)}", self.tmp / name, self.tmp)
+        self.clients.append(c)
+        c.start([*self.join_args(), *args])
+        return c
 
     def join_args(self, servers: list[Server] | None = None) -> list[str]:
         out: list[str] = []
@@ -138,7 +154,7 @@ class Cluster:
         return found[0]
 
     def stop(self) -> None:
-        for s in self.servers:
+        for s in [*self.clients, *self.servers]:
             s.stop()
 
     def wipe(self, s: Server) -> None:
@@ -148,7 +164,7 @@ class Cluster:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        for s in self.servers:
+        for s in [*self.clients, *self.servers]:
             s.kill()
 
 
