@@ -47,8 +47,10 @@ class NoServers(ConsensusError):
 class ServerPool:
     """The servers a client agent talks to, one at a time (``agent/router/manager.go``)."""
 
-    def __init__(self, directory: ServerDirectory, rng: random.Random | None = None) -> None:
+    def __init__(self, directory: ServerDirectory, rng: random.Random | None = None,
+                 hold_timeout_s: float = RPC_HOLD_TIMEOUT_S) -> None:
         self.directory = directory
+        self.hold_timeout_s = hold_timeout_s
         self.transport = TCPTransport("0.0.0.0", 0, on_message=lambda _msg: None)  # outgoing calls only
         self.rng = rng or random.Random()
         self._current = ""
@@ -71,7 +73,7 @@ class ServerPool:
 
     async def call(self, method: str, body: Any, timeout_s: float = 10.0, *, idempotent: bool = False) -> Any:
         """One RPC to a server, retried as the module docstring says."""
-        deadline = time.monotonic() + RPC_HOLD_TIMEOUT_S
+        deadline = time.monotonic() + self.hold_timeout_s
         last: Exception = NoServers()
         while True:
             addr = self.current()

@@ -100,6 +100,8 @@ class AgentConfig:
     ae_interval_s: float = 60.0  # Consul's AEInterval: the full anti-entropy sync period (1 min)
     gossip_lan: Mapping[str, Any] = field(default_factory=dict)  # gossip_lan {} block, validated in _finish
     reconnect_timeout_s: float = 72 * 3600.0
+    cleanup_dead_servers: bool = True  # autopilot { cleanup_dead_servers }
+    min_quorum: int = 0  # autopilot { min_quorum }: never prune below this many voters
     max_query_time_s: float = 600.0
     leave_on_terminate: bool | None = None
     skip_leave_on_interrupt: bool | None = None
@@ -186,7 +188,7 @@ _KNOWN_TOP = {
     "ui", "ui_config", "log_level", "log_json", "domain", "recursors", "dns_config", "encrypt", "performance",
     "raft_snapshot_threshold", "raft_trailing_logs", "default_query_time", "max_query_time",
     "leave_on_terminate", "skip_leave_on_interrupt", "pid_file", "service", "services", "check", "checks",
-    "ae_interval", "gossip_lan", "reconnect_timeout",
+    "ae_interval", "gossip_lan", "reconnect_timeout", "autopilot",
 }
 
 
@@ -324,6 +326,15 @@ def from_sources(flags: Mapping[str, Any]) -> AgentConfig:
     if "performance" in merged and isinstance(merged["performance"], Mapping):
         if "raft_multiplier" in merged["performance"]:
             kw["raft_multiplier"] = _typed(merged["performance"], "raft_multiplier", int, where("performance"))
+    if "autopilot" in merged:
+        ap = merged["autopilot"]
+        if not isinstance(ap, Mapping):
+            raise ConfigError(f"{where('autopilot')}: field 'autopilot' must be an object")
+        if "cleanup_dead_servers" in ap:
+            kw["cleanup_dead_servers"] = _typed(ap, "cleanup_dead_servers", bool, where("autopilot"))
+        if "min_quorum" in ap:
+            kw["min_quorum"] = _typed(ap, "min_quorum", int, where("autopilot"))
+        ignored += [f"autopilot.{k}" for k in ap if k not in ("cleanup_dead_servers", "min_quorum")]
     if "gossip_lan" in merged:
         if not isinstance(merged["gossip_lan"], Mapping):
             raise ConfigError(f"{where('gossip_lan')}: field 'gossip_lan' must be an object")

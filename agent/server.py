@@ -26,6 +26,7 @@ from agent.checks.reaper import REAP_INTERVAL_S, CriticalReaper
 from agent.checks.scheduler import CheckScheduler
 from agent.checks.script import enable_child_subreaper
 from agent.client import RemoteConsensus, ServerPool
+from agent.cluster_keyring import KEYRING_EVENT, ClusterKeyring, keyring_tag
 from agent.config import AgentConfig, ConfigError
 from agent.consensus import Consensus, ConsensusError
 from agent.discovery import ServerDirectory, ServerInfo, server_info
@@ -33,7 +34,7 @@ from agent.dns import DNSServer
 from agent.events import decode_event, encode_event, event_matches
 from agent.gossip.core import Member, MemberEvent, MemberStatus, UserEventReceived
 from agent.gossip.errors import EncodeError
-from agent.gossip.keyring import setup_keyring
+from agent.gossip.keyring import Keyring, setup_keyring
 from agent.gossip.node import GossipNode, RetryJoinError
 from agent.http.app import build_app
 from agent.http.core import HTTPError
@@ -97,6 +98,7 @@ class Agent:
         # Agent-local user events (Consul keeps the last 256 per agent; they arrive over gossip, not Raft).
         self.events = Store()
         self._event_index = 0
+        self._ring: Keyring | None = None  # the gossip keyring (None: gossip not encrypted)
         if cfg.server and cfg.data_dir and not cfg.dev:
             # A real server: Raft over a durable log (one server with -bootstrap, or a cluster).
             self.raft = RaftNode(
@@ -124,6 +126,7 @@ class Agent:
             journal = Journal(Path(cfg.data_dir) / "state") if cfg.data_dir else None
             self.consensus = Standalone(self.store, self.server_address, self.node_id, self.node_name, journal,
                                         snapshot_threshold=cfg.raft_snapshot_threshold)
+        self.keyring = ClusterKeyring(self._ring, self.gossip, self._retag)
         self.local = LocalState(on_change=self._local_changed)
         self.checks = CheckScheduler(self._check_result)
         self.reaper = CriticalReaper()
@@ -154,10 +157,11 @@ class Agent:
 
     def _gossip_node(self, data: Path) -> GossipNode:
         cfg = self.config
+        self._ring = setup_keyring(data, cfg.encrypt or None)
         return GossipNode(
             config_mod.gossip_config(cfg), self.node_name, (cfg.bind_addr, cfg.ports.serf_lan),
             advertise=(cfg.advertise, cfg.ports.serf_lan), tags=self.member_tags(),
-            seal=setup_keyring(data, cfg.encrypt or None), on_member_event=self._member_event,
+            seal=self._ring, on_member_event=self._member_event,
             on_user_event=self._user_event, snapshot_path=data / "serf" / "local.snapshot",
             rejoin_after_leave=cfg.rejoin_after_leave, default_join_port=DEFAULT_SERF_LAN_PORT)
 
@@ -472,11 +476,41 @@ class Agent:
                     await self.write(commands.register({"node": m.name}, service=svc, skip_node_update=True,
                                                        now=now))
         if self.raft is not None and self.directory is not None:
-            conf = self.raft.current_configuration()
-            for gone in self.directory.departed_servers():
-                if gone.id in conf.ids and gone.id != self.node_id:
-                    log.info("server %s left; removing it from the Raft configuration", gone.name)
-                    await self.raft.change_membership(ConfigChangeOp.REMOVE_SERVER, gone.id)
+            await self._reconcile_servers(members)
+
+    async def _reconcile_servers(self, members: list[Member]) -> None:
+        """The Raft configuration follows gossip (Consul's leader and autopilot):
+
+        - a server that left gracefully is removed;
+        - a live server that is not in the configuration is added as a voter (``joinConsulServer``):
+          one that joined, or one that was pruned while it was down and has come back;
+        - with ``autopilot.cleanup_dead_servers`` (the default) a server gossip has declared failed is
+          removed — but only while the servers left still hold a majority of the current voters and
+          at least ``min_quorum`` remain, so pruning can never itself cost the quorum.
+        """
+        assert self.raft is not None and self.directory is not None
+        conf = self.raft.current_configuration()
+        for gone in self.directory.departed_servers():
+            if gone.id in conf.ids and gone.id != self.node_id:
+                log.info("server %s left; removing it from the Raft configuration", gone.name)
+                await self.raft.change_membership(ConfigChangeOp.REMOVE_SERVER, gone.id)
+        conf = self.raft.current_configuration()
+        for info in self.directory.servers():
+            if info.id not in conf.ids:
+                log.info("adding server %s (%s) to the Raft configuration", info.name, info.server_addr)
+                await self.raft.change_membership(ConfigChangeOp.ADD_VOTER, info.id, info.server_addr)
+        if not self.config.cleanup_dead_servers:
+            return
+        conf = self.raft.current_configuration()
+        failed = [info for m in members if m.status is MemberStatus.FAILED
+                  for info in [server_info(m)] if info is not None and info.id in conf.ids and info.id != self.node_id]
+        voters = len(conf.voters)
+        failed_voters = sum(1 for f in failed if conf.is_voter(f.id))
+        if not failed or voters - failed_voters <= voters // 2 or voters - failed_voters < self.config.min_quorum:
+            return
+        for dead in failed:
+            log.info("autopilot: removing dead server %s (%s) from the Raft configuration", dead.name, dead.id)
+            await self.raft.change_membership(ConfigChangeOp.REMOVE_SERVER, dead.id)
 
     def _member_event(self, event: MemberEvent) -> None:
         log.info("member %s: %s (%s:%d)", event.kind.value, event.member.name, event.member.addr, event.member.port)
@@ -737,7 +771,12 @@ class Agent:
                 tags["expect"] = str(self.config.bootstrap_expect)
         else:
             tags["role"] = "node"
+        tags.update(keyring_tag(self._ring))
         return tags
+
+    def _retag(self) -> None:
+        if self.gossip is not None and self.gossip.running:
+            self.gossip.set_tags(self.member_tags())
 
     def members_json(self, wan: bool = False) -> list[dict[str, Any]]:
         if wan and not self.config.server:
@@ -814,6 +853,9 @@ class Agent:
             raise HTTPError(400, f"event too large for gossip: {err}") from None
 
     def _user_event(self, event: UserEventReceived) -> None:
+        if event.name == KEYRING_EVENT:
+            self.keyring.handle(event.payload)
+            return
         try:
             record = decode_event(event.name, event.payload, event.ltime)
         except ValueError as err:

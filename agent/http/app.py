@@ -15,6 +15,7 @@ from agent.http import (
     agent_endpoint,
     catalog_endpoint,
     forward,
+    keyring_endpoint,
     kv_endpoint,
     session_endpoint,
     snapshot_endpoint,
@@ -29,7 +30,7 @@ __all__ = ["build_app"]
 
 ROUTER = Router(
     agent_endpoint.ROUTES + catalog_endpoint.ROUTES + kv_endpoint.ROUTES + session_endpoint.ROUTES
-    + snapshot_endpoint.ROUTES + ui_endpoint.ROUTES
+    + snapshot_endpoint.ROUTES + ui_endpoint.ROUTES + keyring_endpoint.ROUTES
 )
 
 

@@ -1,7 +1,7 @@
 """A client agent's ``/v1`` requests that need the catalog: answered by a server (agent/client.py).
 
-The agent's own endpoints (``/v1/agent/*``) and its user-event buffer (``/v1/event/*``) stay local, as
-in Consul; everything else — catalog, health, KV, sessions, txn, status, operator, snapshots — is sent
+The agent's own endpoints (``/v1/agent/*``), its user-event buffer (``/v1/event/*``) and the gossip
+keyring (``/v1/operator/keyring``) stay local, as in Consul; everything else — catalog, health, KV, sessions, txn, status, operator, snapshots — is sent
 whole to a server, which answers it with its own HTTP API. A blocking query therefore blocks on the
 server, and the response (status, ``X-Consul-*`` headers, body) comes back unchanged.
 """
@@ -20,7 +20,7 @@ if TYPE_CHECKING:
 
 __all__ = ["is_local", "forward"]
 
-LOCAL_PREFIXES = ("/v1/agent/", "/v1/event/")
+LOCAL_PREFIXES = ("/v1/agent/", "/v1/event/", "/v1/operator/keyring")
 _FORWARDED_HEADERS = ("content-type", "x-consul-token", "authorization", "accept-encoding", "cache-control")
 
 

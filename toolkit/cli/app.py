@@ -555,9 +555,15 @@ def services_register(
     port: Annotated[int, typer.Option("--port")] = 0,
     tag: Annotated[list[str] | None, typer.Option("--tag", help="tag (repeatable)")] = None,
     meta: Annotated[list[str] | None, typer.Option("--meta", help="key=value (repeatable)")] = None,
+    unique: Annotated[bool, typer.Option("--unique", help="refuse if another node already has this ID, healthy")] = False,
+    replace: Annotated[bool, typer.Option("--replace", help="remove the ID from other nodes (through their agents) first")] = False,
     http_addr: HttpAddr = None, token: Token = None, json_out: JsonOut = False,
 ) -> None:
-    """Register services with the local agent (so anti-entropy keeps them)."""
+    """Register services with the local agent (so anti-entropy keeps them).
+
+    --unique refuses an ID that is already registered and healthy on another node (a second copy is a
+    duplicate); --replace removes those copies through their owning agents, then registers here.
+    """
     definitions: list[dict[str, Any]] = []
     for f in files or []:
         definitions.extend(_service_definitions(f))
@@ -573,7 +579,12 @@ def services_register(
     if not definitions:
         fail("nothing to register: give definition files or -name")
     registered = []
+    replaced: list[dict[str, Any]] = []
     with client(http_addr, token) as c:
+        if unique or replace:
+            from toolkit.cli.dedupe import ensure_unique
+
+            replaced = ensure_unique(c, definitions, replace, http_addr, token, json_out)
         for d in definitions:
             c.put("/v1/agent/service/register", json_body=d)
             sid = d.get("ID") or d.get("id") or d.get("Name") or d.get("name")
@@ -581,7 +592,7 @@ def services_register(
             if not json_out:
                 out.print(f"Registered service: {d.get('Name') or d.get('name')}")
     if json_out:
-        print_json({"Registered": registered})
+        print_json({"Registered": registered, **({"Replaced": replaced} if replace else {})})
 
 
 def _service_definitions(path: Path) -> list[dict[str, Any]]:
@@ -636,10 +647,12 @@ def services_deregister(
 # --------------------------------------------------------------------- run
 
 def run_app(argv: list[str]) -> int:
+    import toolkit.cli.dedupe  # noqa: F401  (registers `services dedupe`)
     import toolkit.cli.operator  # noqa: F401  (registers `operator` and `recover`)
     import toolkit.cli.snapshot  # noqa: F401
     import toolkit.cli.template  # noqa: F401  (registers `template`)
-    from toolkit.cli import health, services_view, top  # noqa: F401  (`health`, `top`, `services` list view)
+    import toolkit.cli.watch  # noqa: F401  (registers `event` and `watch`)
+    from toolkit.cli import health, keyring, services_view, top  # noqa: F401  (`health`, `keyring`, `top`, `services` list)
 
     err = Console(stderr=True, highlight=False)
     try:
