@@ -92,3 +92,14 @@ def test_keygen_prints_a_32_byte_base64_key() -> None:
     assert out.returncode == 0
     assert len(base64.b64decode(out.stdout.strip(), validate=True)) == 32
     assert len(base64.b64decode(json.loads(ctk("keygen", "--json").stdout)["Key"])) == 32
+
+
+def test_kv_keys_are_escaped_not_reinterpreted(env: dict[str, str]) -> None:
+    """``?``, ``#``, ``%`` and spaces are part of a key; ``..`` would silently address another key."""
+    for key in ("odd key?x=1", "pct%41/frag#1"):
+        assert ctk("kv", "put", key, "v", env=env).returncode == 0
+        assert ctk("kv", "get", key, env=env).stdout == "v\n"
+    keys = ctk("kv", "get", "-recurse", "odd", env=env).stdout
+    assert keys == "odd key?x=1:v\n"
+    bad = ctk("kv", "put", "a/../b", "v", env=env)
+    assert bad.returncode == 1 and "'..'" in bad.stderr

@@ -57,6 +57,16 @@ def client(http_addr: str | None, token: str | None) -> ConsulClient:
     return ConsulClient(http_addr, token)
 
 
+def _kv_path(key: str) -> str:
+    """``/v1/kv/<key>`` with the key escaped (``?``, ``#``, spaces, ``%`` are key characters, not URL
+    syntax); ``.``/``..`` segments are refused because HTTP clients collapse them into another key."""
+    from urllib.parse import quote
+
+    if any(part in (".", "..") for part in key.split("/")):
+        fail(f"kv key {key!r}: '.' and '..' path segments are not allowed")
+    return "/v1/kv/" + quote(key, safe="/")
+
+
 def print_json(data: Any) -> None:
     sys.stdout.write(json.dumps(data, indent=2) + "\n")
 
@@ -311,7 +321,7 @@ def kv_get(
     """Read a key, a prefix (-recurse) or key names (-keys)."""
     with client(http_addr, token) as c:
         if keys:
-            r = c.get(f"/v1/kv/{key}", params={"keys": "", "separator": separator or None}, ok=(200, 404))
+            r = c.get(_kv_path(key), params={"keys": "", "separator": separator or None}, ok=(200, 404))
             names = r.json() or []
             if json_out:
                 print_json(names)
@@ -319,7 +329,7 @@ def kv_get(
                 sys.stdout.write("".join(n + "\n" for n in names))
             return
         if recurse:
-            r = c.get(f"/v1/kv/{key}", params={"recurse": ""}, ok=(200, 404))
+            r = c.get(_kv_path(key), params={"recurse": ""}, ok=(200, 404))
             entries = r.json() or []
             if json_out:
                 print_json(entries)
@@ -334,7 +344,7 @@ def kv_get(
             return
         if not key:
             fail("Missing KEY argument")
-        r = c.get(f"/v1/kv/{key}", ok=(200, 404))
+        r = c.get(_kv_path(key), ok=(200, 404))
         if r.status == 404:
             fail(f"No key exists at: {key}")
         entry = r.json()[0]
@@ -392,7 +402,7 @@ def kv_put(
             fail("Must specify -session with -acquire or -release")
         params["acquire" if acquire else "release"] = session
     with client(http_addr, token) as c:
-        ok = c.put(f"/v1/kv/{key}", params=params, content=data).json()
+        ok = c.put(_kv_path(key), params=params, content=data).json()
     if not ok:
         reason = "CAS failed" if cas else "lock not acquired" if acquire else "lock not held by this session"
         if json_out:
@@ -436,7 +446,7 @@ def kv_delete(
             fail("Must specify -modify-index with -cas")
         params["cas"] = modify_index
     with client(http_addr, token) as c:
-        ok = c.delete(f"/v1/kv/{key}", params=params).json()
+        ok = c.delete(_kv_path(key), params=params).json()
     if not ok:
         fail(f"Did not delete key {key}: CAS failed")
     what = f"Success! Deleted keys with prefix: {key}" if recurse else f"Success! Deleted key: {key}"
@@ -450,7 +460,7 @@ def kv_export(
 ) -> None:
     """Export keys as JSON ``[{"key","flags","value"(base64)}]``, the format ``kv import`` reads."""
     with client(http_addr, token) as c:
-        entries = c.get(f"/v1/kv/{prefix}", params={"recurse": ""}, ok=(200, 404)).json() or []
+        entries = c.get(_kv_path(prefix), params={"recurse": ""}, ok=(200, 404)).json() or []
     print_json([{"key": e["Key"], "flags": e.get("Flags", 0), "value": e.get("Value") or ""} for e in entries])
 
 
@@ -479,7 +489,7 @@ def kv_import(
     done = []
     with client(http_addr, token) as c:
         for key, flags, value in items:
-            c.put(f"/v1/kv/{key}", params={"flags": flags}, content=value)
+            c.put(_kv_path(key), params={"flags": flags}, content=value)
             done.append(key)
             if not json_out:
                 out.print(f"Imported: {key}")
