@@ -42,10 +42,16 @@ def test_members_failure_and_leave_through_gossip(tmp_path: Path) -> None:
         settle(lambda: serf_health(s1.url, "s3") == "critical", timeout_s=30)
         svc = httpx.get(s1.url + "/v1/health/service/consul?passing", timeout=5).json()
         assert {e["Node"]["Node"] for e in svc} == {"s1", "s2"}
-        # It comes back: alive again, passing again.
+        # Autopilot's cleanup_dead_servers: 2 of 3 still hold a majority, so the dead one is pruned.
+        settle(lambda: len(httpx.get(s1.url + "/v1/status/peers", timeout=5).json()) == 2, timeout_s=30)
+        # It comes back: alive again, passing again, and added back to Raft as a voter.
         s3.start(c.join_args())
         settle(lambda: members(s1.url).get("s3") == 1, timeout_s=30)
         settle(lambda: serf_health(s1.url, "s3") == "passing", timeout_s=30)
+        settle(lambda: any(srv["Node"] == "s3" and srv["Voter"] for srv in httpx.get(
+            s1.url + "/v1/operator/raft/configuration", timeout=5).json()["Servers"]), timeout_s=30)
+        assert sorted(httpx.get(s3.url + "/v1/status/peers", timeout=5).json()) == sorted(
+            s.server_addr for s in c.servers)
         # A graceful leave: member "left" (3), node gone from the catalog, out of Raft.
         c.wait_leader()
         assert httpx.put(s3.url + "/v1/agent/leave", timeout=30).status_code == 200
