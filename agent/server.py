@@ -134,6 +134,7 @@ class Agent:
         self.local.on_check_removed = self._stop_check
         self._reap_task: asyncio.Task[None] | None = None
         self.sync = AntiEntropy(self._node_record, self.local, self._catalog_rows, self.write,
+                                cluster_size=self._cluster_size,
                                 skip_services=frozenset({SERVER_SERVICE}) if cfg.server else frozenset(),
                                 interval_s=cfg.ae_interval_s)
         self.sessions = SessionTimers(self.write)
@@ -169,6 +170,10 @@ class Agent:
 
     async def write(self, command: Command) -> Any:
         return await self.consensus.apply(command)
+
+    def _cluster_size(self) -> int:
+        """Members gossip knows: anti-entropy's interval grows with it (``scale_factor``)."""
+        return len(self.gossip.members()) if self.gossip is not None and self.gossip.running else 1
 
     async def _catalog_rows(self, node: str) -> CatalogRows:
         """The catalog's rows for ``node``, anti-entropy's input: from a server when this is a client."""
