@@ -75,3 +75,12 @@ def test_catalog_rows_travel_and_plan_the_same() -> None:
     assert ("register", "web") in ops and ("deregister", "old") in ops
     assert not any(c["op"] == "deregister" and c.get("check_id") == "serfHealth" for c in cmds)  # the leader's
     assert plan(node, local, CatalogRows(), now=0.0)[0]["op"] == "register"  # unknown node: registered first
+
+
+@pytest.mark.parametrize(("members", "factor"), [(1, 1), (128, 1), (129, 2), (256, 2), (257, 3), (1024, 4),
+                                                  (10_000, 8)])
+def test_anti_entropy_interval_scales_like_consul(members: int, factor: int) -> None:
+    """``agent/ae/ae.go``: 1 up to 128 nodes, then one more interval per doubling."""
+    from agent.local.sync import scale_factor
+
+    assert scale_factor(members) == factor
