@@ -679,6 +679,11 @@ class Agent:
         conf = raft.current_configuration()
         me = raft.status_dict()
         names = {i.id: i.name for i in (self.directory.servers() if self.directory else [])}
+        versions = {self.node_id: self.version}  # each server's own build, from its gossip tags
+        for m in self.gossip.members() if self.gossip is not None and self.gossip.running else []:
+            info = server_info(m)
+            if info is not None and m.tags.get("build"):
+                versions.setdefault(info.id, m.tags["build"].split(":")[0])
 
         async def probe(server: Server) -> tuple[Server, dict[str, Any] | None, float]:
             if server.id == self.node_id:
@@ -706,7 +711,7 @@ class Agent:
             servers_json.append({
                 "ID": server.id, "Name": names.get(server.id, self.node_name if server.id == self.node_id else ""),
                 "Address": server.address, "SerfStatus": "alive" if st is not None else "failed",
-                "Version": self.version, "Leader": server.id == self.node_id,
+                "Version": versions.get(server.id, ""), "Leader": server.id == self.node_id,
                 "LastContact": "0s" if server.id == self.node_id else f"{rtt_s * 1000:.3f}ms" if st else "",
                 "LastTerm": int(st.get("term", 0)) if st else 0,
                 "LastIndex": int(st.get("last_log_index", 0)) if st else 0,

@@ -661,6 +661,7 @@ def run_app(argv: list[str]) -> int:
     import toolkit.cli.operator  # noqa: F401  (registers `operator` and `recover`)
     import toolkit.cli.snapshot  # noqa: F401
     import toolkit.cli.template  # noqa: F401  (registers `template`)
+    import toolkit.cli.upgrade  # noqa: F401  (registers `upgrade plan|run`)
     import toolkit.cli.watch  # noqa: F401  (registers `event` and `watch`)
     from toolkit.cli import health, keyring, services_view, top  # noqa: F401  (`health`, `keyring`, `top`, `services` list)
 
