@@ -188,48 +188,36 @@ class DNSServer:
         return out  # type: ignore[return-value]
 
     def _spawn_remote(self, data: bytes, tcp: bool, reply: Callable[[bytes], object]) -> None:
+        assert self.remote is not None
+        self._spawn(self.remote, data, tcp, reply)
+
+    def _spawn_forward(self, data: bytes, tcp: bool, reply: Callable[[bytes], object]) -> None:
+        self._spawn(self.recursors.forward, data, tcp, reply)
+
+    def _spawn(self, ask: Callable[[bytes, bool], Awaitable[bytes]], data: bytes, tcp: bool,
+               reply: Callable[[bytes], object]) -> None:
+        """Answer ``data`` from ``ask`` (a recursor, or a server for a client agent) in the background."""
         if len(self._tasks) >= MAX_FORWARDS:
             reply(self.recursors.servfail(data))
             return
-        task = asyncio.get_running_loop().create_task(self._ask_remote(data, tcp, reply))
+        task = asyncio.get_running_loop().create_task(self._relay(ask, data, tcp, reply))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _ask_remote(self, data: bytes, tcp: bool, reply: Callable[[bytes], object]) -> None:
-        assert self.remote is not None
+    async def _relay(self, ask: Callable[[bytes, bool], Awaitable[bytes]], data: bytes, tcp: bool,
+                     reply: Callable[[bytes], object]) -> None:
         try:
-            out = await self.remote(data, tcp)
+            out = await ask(data, tcp)
         except asyncio.CancelledError:
             raise
-        except Exception as err:  # no server reachable: SERVFAIL, as Consul answers then
-            log.warning("dns: no server answered: %s", err)
-            out = error_response(data, SERVFAIL) if len(data) >= 12 else b""
+        except Exception as err:  # no upstream answered: SERVFAIL, as Consul answers then
+            log.warning("dns: no answer from upstream: %s", err)
+            out = self.recursors.servfail(data)
         if out:
             try:
                 reply(out)
             except (OSError, RuntimeError):
                 pass
-
-    def _spawn_forward(self, data: bytes, tcp: bool, reply: Callable[[bytes], object]) -> None:
-        if len(self._tasks) >= MAX_FORWARDS:
-            reply(self.recursors.servfail(data))
-            return
-        task = asyncio.get_running_loop().create_task(self._forward(data, tcp, reply))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
-    async def _forward(self, data: bytes, tcp: bool, reply: Callable[[bytes], object]) -> None:
-        try:
-            out = await self.recursors.forward(data, tcp)
-        except asyncio.CancelledError:
-            raise
-        except Exception:
-            log.exception("dns: forwarding failed")
-            out = self.recursors.servfail(data)
-        try:
-            reply(out)
-        except (OSError, RuntimeError):
-            pass
 
     # --------------------------------------------------------------------- TCP
 
