@@ -51,6 +51,7 @@ bench: setup bench-debs
 	$(PY) bench/dns_bench.py
 	$(PY) bench/template_render.py
 	$(PY) bench/template_bench.py
+	$(PY) bench/client_bench.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info .mypy_cache .ruff_cache .pytest_cache
