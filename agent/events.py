@@ -10,7 +10,6 @@ compact: msgpack ``[id (16 bytes), payload, node, service, tag]``.
 
 from __future__ import annotations
 
-import re
 import uuid
 from collections.abc import Iterable
 from typing import Any
@@ -18,6 +17,7 @@ from typing import Any
 import msgpack
 
 from agent.local.state import LocalService
+from agent.regex import RegexError, compile_re2
 
 __all__ = ["encode_event", "decode_event", "event_matches"]
 
@@ -48,8 +48,8 @@ def decode_event(name: str, payload: bytes, ltime: int) -> dict[str, Any]:
 
 def _matches(pattern: str, value: str) -> bool:
     try:
-        return re.search(pattern, value) is not None
-    except re.error:
+        return compile_re2(pattern).search(value) is not None  # RE2: a hostile pattern cannot stall us
+    except RegexError:
         return False
 
 

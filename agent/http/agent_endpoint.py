@@ -22,6 +22,16 @@ from agent.http.core import (
     read_json,
 )
 from agent.http.encode import agent_service_json
+from agent.http.filter import (
+    AGENT_SERVICE,
+    EVALUATOR_ERROR,
+    HEALTH_CHECK,
+    MEMBER,
+    Filter,
+    FilterError,
+    Shape,
+    compile_filter,
+)
 from agent.local.definitions import norm, parse_check, parse_service
 from agent.local.state import LocalCheck, UnknownService
 from agent.state.structs import (
@@ -36,6 +46,14 @@ from agent.state.structs import (
 )
 
 __all__ = ["ROUTES"]
+
+
+def _filter(request: web.Request, shape: Shape) -> Filter:
+    """``?filter=`` (agent/http/filter.py); a bad expression is Consul's 400."""
+    try:
+        return compile_filter(request.query.get("filter", ""), shape)
+    except FilterError as err:
+        raise HTTPError(400, f"{EVALUATOR_ERROR}: {err}") from None
 
 
 def local_check_json(agent_node: str, lc: LocalCheck) -> dict[str, Any]:
@@ -79,13 +97,15 @@ async def members(request: web.Request, _: str) -> web.StreamResponse:
     wan = bool(request.query.get("wan"))
     if wan and request.query.get("segment"):
         raise HTTPError(400, "Cannot provide a segment with wan=true")
-    return json_response(request, agent.members_json(wan=wan))
+    flt = _filter(request, MEMBER)
+    return json_response(request, flt.select(agent.members_json(wan=wan)))
 
 
 async def services(request: web.Request, _: str) -> web.StreamResponse:
     agent = agent_of(request)
+    flt = _filter(request, AGENT_SERVICE)
     out = {sid: _service_json(request, sid) for sid in sorted(agent.local.services)}
-    return json_response(request, out)
+    return json_response(request, flt.select_values(out))
 
 
 async def service(request: web.Request, service_id: str) -> web.StreamResponse:
@@ -115,6 +135,7 @@ async def service(request: web.Request, service_id: str) -> web.StreamResponse:
 
 async def checks(request: web.Request, _: str) -> web.StreamResponse:
     agent = agent_of(request)
+    flt = _filter(request, HEALTH_CHECK)
     out: dict[str, Any] = {}
     for cid in sorted(agent.local.checks):
         lc = agent.local.checks[cid]
@@ -124,7 +145,7 @@ async def checks(request: web.Request, _: str) -> web.StreamResponse:
             item["ServiceName"] = ls.definition.name
             item["ServiceTags"] = list(ls.definition.tags)
         out[cid] = item
-    return json_response(request, out)
+    return json_response(request, flt.select_values(out))
 
 
 async def service_register(request: web.Request, _: str) -> web.StreamResponse:

@@ -21,6 +21,18 @@ from agent.http.encode import (
     health_entry_json,
     node_json,
 )
+from agent.http.filter import (
+    AGENT_SERVICE,
+    CATALOG_SERVICE,
+    EVALUATOR_ERROR,
+    HEALTH_CHECK,
+    HEALTH_SERVICE_ENTRY,
+    NODE,
+    Filter,
+    FilterError,
+    Shape,
+    compile_filter,
+)
 from agent.local.definitions import DefinitionError, norm, parse_service
 from agent.state import commands
 from agent.state.structs import CHECK_STATUSES, Node, ServiceInstance
@@ -33,6 +45,16 @@ def _dc_check(request: web.Request) -> None:
     agent = agent_of(request)
     if dc and dc != agent.datacenter:
         raise HTTPError(500, "No path to datacenter")
+
+
+def _filter(request: web.Request, shape: Shape) -> Filter:
+    """``?filter=`` (agent/http/filter.py), compiled before the read blocks: a bad expression is an
+    immediate 400, never a long-poll. Filtering happens after the read, so the query blocks on the same
+    index as the unfiltered one, and the body cache keys on the whole query string, ``filter`` included."""
+    try:
+        return compile_filter(request.query.get("filter", ""), shape)
+    except FilterError as err:
+        raise HTTPError(400, f"{EVALUATOR_ERROR}: {err}") from None
 
 
 def _catalog_check_record(raw: Any, node: str) -> dict[str, Any]:
@@ -110,18 +132,42 @@ async def datacenters(request: web.Request, _: str) -> web.StreamResponse:
 async def nodes(request: web.Request, _: str) -> web.StreamResponse:
     agent = agent_of(request)
     _dc_check(request)
+    flt = _filter(request, NODE)
     index, items = await blocking(request, agent.store.all_nodes, topics=("nodes",))
     dc = agent.datacenter
     out = [node_json(n, dc) for n in items]
     out = _near_sort(request, out, lambda e: str(e["Node"]))
-    return json_response(request, _filter_meta(request, out, lambda e: e.get("Meta")), index=index)
+    out = _filter_meta(request, out, lambda e: e.get("Meta"))
+    return json_response(request, flt.select(out), index=index)
 
 
 async def services(request: web.Request, _: str) -> web.StreamResponse:
     agent = agent_of(request)
     _dc_check(request)
-    index, names = await blocking(request, agent.store.service_names, topics=("services",))
+    flt = _filter(request, CATALOG_SERVICE)
+    run = agent.store.service_names if flt.matches_everything else _service_names_matching(request, flt)
+    index, names = await blocking(request, run, topics=("services",))
     return json_response(request, names, index=index)
+
+
+def _service_names_matching(
+    request: web.Request, flt: Filter
+) -> Callable[[], tuple[int, dict[str, list[str]]]]:
+    """``/v1/catalog/services?filter=``: Consul filters the service *instances* (catalog/service shape),
+    then answers the names, and union of tags, of those that match."""
+    agent = agent_of(request)
+    store, dc = agent.store, agent.datacenter
+
+    def run() -> tuple[int, dict[str, list[str]]]:
+        out: dict[str, set[str]] = {}
+        for node_name in sorted(store.services):
+            n = store.nodes.get(node_name)
+            for s in store.services[node_name].values():
+                if n is not None and flt.matches(catalog_service_json(n, s, dc)):
+                    out.setdefault(s.service, set()).update(s.tags)
+        return store.table_index("services"), {k: sorted(v) for k, v in sorted(out.items())}
+
+    return run
 
 
 def _tags(request: web.Request) -> list[str]:
@@ -133,13 +179,15 @@ async def service(request: web.Request, name: str) -> web.StreamResponse:
     if not name:
         raise HTTPError(400, "Missing service name")
     _dc_check(request)
+    flt = _filter(request, CATALOG_SERVICE)
     tags = _tags(request)
     index, pairs = await blocking(request, lambda: agent.store.service_nodes(name, tags),
                                   topics=("service:" + name,))
     dc = agent.datacenter
     out = [catalog_service_json(n, s, dc) for n, s in pairs]
     out = _near_sort(request, out, lambda e: str(e["Node"]))
-    return json_response(request, _filter_meta(request, out, lambda e: e.get("NodeMeta")), index=index)
+    out = _filter_meta(request, out, lambda e: e.get("NodeMeta"))
+    return json_response(request, flt.select(out), index=index)
 
 
 async def node(request: web.Request, name: str) -> web.StreamResponse:
@@ -147,11 +195,13 @@ async def node(request: web.Request, name: str) -> web.StreamResponse:
     if not name:
         raise HTTPError(400, "Missing node name")
     _dc_check(request)
+    flt = _filter(request, AGENT_SERVICE)  # Consul filters the Services, not the node
     index, (n, svcs) = await blocking(request, _node_services_query(request, name), topics=("node:" + name,))
     if n is None:
         return json_response(request, None, index=index)
     dc = agent.datacenter
-    body = {"Node": node_json(n, dc), "Services": {s.id: agent_service_json(s, dc) for s in svcs}}
+    services = flt.select_values({s.id: agent_service_json(s, dc) for s in svcs})
+    body = {"Node": node_json(n, dc), "Services": services}
     return json_response(request, body, index=index)
 
 
@@ -160,11 +210,12 @@ async def node_services(request: web.Request, name: str) -> web.StreamResponse:
     if not name:
         raise HTTPError(400, "Missing node name")
     _dc_check(request)
+    flt = _filter(request, AGENT_SERVICE)  # Consul filters the Services, not the node
     index, (n, svcs) = await blocking(request, _node_services_query(request, name), topics=("node:" + name,))
     if n is None:
         return json_response(request, None, index=index)
     dc = agent.datacenter
-    body = {"Node": node_json(n, dc), "Services": [agent_service_json(s, dc) for s in svcs]}
+    body = {"Node": node_json(n, dc), "Services": flt.select(agent_service_json(s, dc) for s in svcs)}
     return json_response(request, body, index=index)
 
 
@@ -209,8 +260,9 @@ async def health_node(request: web.Request, name: str) -> web.StreamResponse:
     if not name:
         raise HTTPError(400, "Missing node name")
     _dc_check(request)
+    flt = _filter(request, HEALTH_CHECK)
     index, items = await blocking(request, lambda: agent.store.node_checks(name), topics=("node:" + name,))
-    return json_response(request, [check_json(c) for c in items], index=index)
+    return json_response(request, flt.select(check_json(c) for c in items), index=index)
 
 
 async def health_checks(request: web.Request, name: str) -> web.StreamResponse:
@@ -218,9 +270,10 @@ async def health_checks(request: web.Request, name: str) -> web.StreamResponse:
     if not name:
         raise HTTPError(400, "Missing service name")
     _dc_check(request)
+    flt = _filter(request, HEALTH_CHECK)
     index, items = await blocking(request, lambda: agent.store.service_checks(name),
                                   topics=("service:" + name,))
-    return json_response(request, [check_json(c) for c in items], index=index)
+    return json_response(request, flt.select(check_json(c) for c in items), index=index)
 
 
 async def health_state(request: web.Request, state: str) -> web.StreamResponse:
@@ -230,8 +283,9 @@ async def health_state(request: web.Request, state: str) -> web.StreamResponse:
     if state not in ("any",) + CHECK_STATUSES:
         raise HTTPError(400, "Invalid check state")
     _dc_check(request)
+    flt = _filter(request, HEALTH_CHECK)
     index, items = await blocking(request, lambda: agent.store.checks_in_state(state), topics=("checks",))
-    return json_response(request, [check_json(c) for c in items], index=index)
+    return json_response(request, flt.select(check_json(c) for c in items), index=index)
 
 
 async def health_service(request: web.Request, name: str) -> web.StreamResponse:
@@ -239,6 +293,7 @@ async def health_service(request: web.Request, name: str) -> web.StreamResponse:
     if not name:
         raise HTTPError(400, "Missing service name")
     _dc_check(request)
+    flt = _filter(request, HEALTH_SERVICE_ENTRY)
     passing = parse_bool_param(request, "passing") or False
     tags = _tags(request)
     index, entries = await blocking(request, lambda: agent.store.health_service(name, tags, passing),
@@ -248,7 +303,7 @@ async def health_service(request: web.Request, name: str) -> web.StreamResponse:
     def body() -> list[dict[str, Any]]:
         out = [health_entry_json(n, s, c, dc) for n, s, c in entries]
         out = _near_sort(request, out, lambda e: str(e["Node"]["Node"]))
-        return _filter_meta(request, out, lambda e: e["Node"].get("Meta"))
+        return flt.select(_filter_meta(request, out, lambda e: e["Node"].get("Meta")))
 
     return json_response(request, body, index=index)
 

@@ -7,7 +7,6 @@ TTL is ``""`` or 10 s–24 h. TTL timers live on the leader (``agent.sessions``)
 
 from __future__ import annotations
 
-import re
 import time
 import uuid
 from dataclasses import replace
@@ -28,6 +27,7 @@ from agent.http.core import (
 )
 from agent.http.encode import event_json, session_json
 from agent.local.definitions import norm
+from agent.regex import RegexError, compile_re2
 from agent.state import commands
 
 __all__ = ["ROUTES"]
@@ -144,8 +144,8 @@ def _regex(request: web.Request, name: str) -> str:
     pattern = request.query.get(name, "")
     if pattern:
         try:
-            re.compile(pattern)
-        except re.error as err:
+            compile_re2(pattern)
+        except RegexError as err:
             raise HTTPError(400, f"Invalid {name} filter: {err}") from None
     return pattern
 
