@@ -289,8 +289,12 @@ def test_kv_create_never_overwrites(driver: WebDriver, agent: AgentProcess, api:
 def test_cluster_with_a_failed_server(driver: WebDriver, tmp_path: Path) -> None:
     """Raft peers, failed nodes and the consul service as an operator sees them after a crash."""
     c = Cluster(tmp_path, 3)
+    # Keep the dead server in the Raft configuration (autopilot would otherwise prune it once the other
+    # two hold a majority): the page under test is the one an operator sees while a server is down.
+    keep = tmp_path / "autopilot.json"
+    keep.write_text('{"autopilot": {"cleanup_dead_servers": false}}')
     for srv in c.servers:
-        srv.extra = ["-ui"]
+        srv.extra = ["-ui", "-config-file", str(keep)]
     with c:  # kills every server on the way out, even if start() fails
         c.start()
         s1, s2, s3 = c.servers
