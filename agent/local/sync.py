@@ -194,8 +194,8 @@ class AntiEntropy:
     async def _run(self) -> None:
         self._kick.set()
         while True:
-            interval = self.interval_s * scale_factor(self.cluster_size())
-            timeout = interval + self.rng.uniform(0, interval)
+            # ae.go: Interval + RandomStagger(scale × Interval) — at most 2 min below 129 nodes.
+            timeout = self.interval_s + self.rng.uniform(0, self.interval_s * scale_factor(self.cluster_size()))
             try:
                 await asyncio.wait_for(self._kick.wait(), timeout)
             except TimeoutError:

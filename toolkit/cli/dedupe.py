@@ -37,7 +37,9 @@ from toolkit.ops.dedupe import (
 
 __all__ = ["AgentPool", "ensure_unique", "plan_table", "services_dedupe"]
 
-DEFAULT_VERIFY_WAIT = "90s"  # Consul's anti-entropy interval (1m) plus a margin for its random stagger
+# A full anti-entropy sync comes every 1 min + a random stagger of up to 1 min (ae.go, below 129 nodes):
+# waiting 2m10s lets every agent run one, so a copy that would come back has come back.
+DEFAULT_VERIFY_WAIT = "2m10s"
 DRY_RUN = "dry run: nothing changed; re-run with --yes"
 ROOT_CAUSE = ("Duplicates appear when a client registers one instance through more than one agent; register "
               "through the agent on the instance's own host (ctk services register --unique refuses a second copy).")
