@@ -199,13 +199,16 @@ class Agent:
         """A client agent's ``/v1`` request, answered by this server's own HTTP API (see agent/client.py)."""
         if not self.http_address:
             raise ConsensusError("this server has no HTTP listener to answer forwarded requests")
+        path = str(body.get("path", ""))
+        if not path.startswith("/v1/"):  # only API paths, and never a URL that could name another host
+            raise ConsensusError(f"forwarded request path {path[:80]!r} is not under /v1/")
         host, _, port = self.http_address.rpartition(":")
         host = {"0.0.0.0": "127.0.0.1", "::": "::1", "[::]": "::1"}.get(host, host)
         if ":" in host and not host.startswith("["):
             host = f"[{host}]"
         if self._http_session is None:
             self._http_session = ClientSession(timeout=ClientTimeout(total=None), auto_decompress=False)
-        async with self._http_session.request(str(body["method"]), f"http://{host}:{port}{body['path']}",
+        async with self._http_session.request(str(body["method"]), f"http://{host}:{port}{path}",
                                               headers=dict(body.get("headers") or {}),
                                               data=bytes(body.get("body") or b"")) as resp:
             payload = await resp.read()

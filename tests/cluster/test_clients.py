@@ -6,6 +6,7 @@ catalog through anti-entropy, and the leader turns gossip into ``serfHealth``.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import shutil
 import subprocess
@@ -15,6 +16,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from agent.raft.transport import RPCError, TCPTransport
 from tests.agentproc import ctk, free_port
 from tests.cluster.cluster import Cluster, Server, settle
 
@@ -132,3 +134,16 @@ def test_client_without_servers_answers_500_and_catches_up(tmp_path: Path) -> No
         assert r.status_code == 500 and "No known Consul servers" in r.text
         cluster.start()
         settle(lambda: "api" in c1.get("/v1/catalog/services").json(), timeout_s=30)
+        # A forwarded request can only name an API path on the server itself, never another host.
+        assert "not under /v1/" in asyncio.run(_forward_raw(cluster.servers[0].server_addr, "@127.0.0.1:9/v1/kv/x"))
+
+
+async def _forward_raw(server_addr: str, path: str) -> str:
+    transport = TCPTransport("127.0.0.1", 0, on_message=lambda _m: None)
+    try:
+        await transport.call(server_addr, "http", {"method": "GET", "path": path, "headers": {}, "body": b""})
+        return "accepted"
+    except RPCError as err:
+        return str(err)
+    finally:
+        await transport.close()
