@@ -15,7 +15,7 @@ from typing import Any
 import httpx
 
 __all__ = ["ConsulClient", "ConsulError", "Response", "default_address", "base_url", "client_settings",
-           "transport_error", "checked"]
+           "transport_error", "checked", "kv_path"]
 
 DEFAULT_ADDR = "127.0.0.1:8500"
 
@@ -40,6 +40,19 @@ class Response:
     @property
     def index(self) -> int:
         return int(self.headers.get("X-Consul-Index", "0") or 0)
+
+
+def kv_path(key: str) -> str:
+    """``/v1/kv/<key>``, escaped so ``?``/``#``/``%``/spaces stay part of the key (as Go's client does).
+
+    ``.``/``..`` segments raise ``ValueError``: an HTTP client would resolve them and silently address
+    another key, and Consul rejects them as path traversal anyway.
+    """
+    from urllib.parse import quote
+
+    if any(segment in (".", "..") for segment in key.split("/")):
+        raise ValueError(f"{key!r}: '.' and '..' path segments are not allowed in keys")
+    return "/v1/kv/" + quote(key, safe="/")
 
 
 def default_address() -> str:

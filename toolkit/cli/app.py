@@ -21,7 +21,7 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
-from toolkit.client import ConsulClient, ConsulError
+from toolkit.client import ConsulClient, ConsulError, kv_path
 
 __all__ = ["app", "run_app"]
 
@@ -58,13 +58,10 @@ def client(http_addr: str | None, token: str | None) -> ConsulClient:
 
 
 def _kv_path(key: str) -> str:
-    """``/v1/kv/<key>`` with the key escaped (``?``, ``#``, spaces, ``%`` are key characters, not URL
-    syntax); ``.``/``..`` segments are refused because HTTP clients collapse them into another key."""
-    from urllib.parse import quote
-
-    if any(part in (".", "..") for part in key.split("/")):
-        fail(f"kv key {key!r}: '.' and '..' path segments are not allowed")
-    return "/v1/kv/" + quote(key, safe="/")
+    try:
+        return kv_path(key)
+    except ValueError as err:
+        fail(f"kv key {err}")
 
 
 def print_json(data: Any) -> None:

@@ -42,7 +42,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 from urllib.parse import quote
 
-from toolkit.client import ConsulError, Response
+from toolkit.client import ConsulError, Response, kv_path
 
 __all__ = ["TYPES", "WatchError", "WatchSpec", "Request", "Decision", "WatchCore", "run_watch",
            "run_handler", "handler_input", "parse_bool"]
@@ -160,15 +160,10 @@ class WatchSpec:
 
 
 def _kv_path(flag: str, key: str) -> str:
-    """``/v1/kv/<key>``, escaped so ``?``/``#``/spaces stay part of the key (as Go's client escapes them).
-
-    ``.``/``..`` segments are refused: an HTTP client would resolve them and silently watch another
-    key, and Consul rejects them as path traversal anyway.
-    """
-    key = key.lstrip("/")
-    if any(segment in (".", "..") for segment in key.split("/")):
-        raise WatchError(f"{flag} {key!r}: '.' and '..' path segments are not allowed in keys")
-    return "/v1/kv/" + quote(key, safe="/")
+    try:
+        return kv_path(key.lstrip("/"))
+    except ValueError as err:
+        raise WatchError(f"{flag} {err}") from None
 
 
 @dataclass(frozen=True, slots=True)
