@@ -90,7 +90,7 @@ def version(json_out: JsonOut = False) -> None:
 
 
 def _member_rows(members: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    status_names = {0: "none", 1: "alive", 2: "leaving", 3: "left", 4: "failed"}
+    from toolkit.dash.model import MEMBER_STATUS as status_names
     rows = []
     for m in members:
         tags = m.get("Tags") or {}

@@ -149,7 +149,8 @@ class ServiceSummary:
         return out
 
 
-def _int(v: Any) -> int | None:
+def int_or_none(v: Any) -> int | None:
+    """A JSON/tag value as an int, None when absent or not a number (tags are strings)."""
     try:
         return int(v)
     except (TypeError, ValueError):
@@ -222,14 +223,14 @@ class ClusterView:
             tolerance, source = healthy_voters - quorum, "computed"
         else:
             tolerance, source = None, ""
-        term = _int(stats.get("term"))
+        term = int_or_none(stats.get("term"))
         if term is None:
             term = next((s.last_term for s in servers if s.state == "leader" and s.last_term), None)
         members = None
         if src.members is not None:
             members = tuple(sorted(
                 (Member(str(m.get("Name", "")), f"{m.get('Addr', '')}:{m.get('Port', '')}",
-                        MEMBER_STATUS.get(_int(m.get("Status")) or 0, "unknown"), _member_role(m.get("Tags") or {}))
+                        MEMBER_STATUS.get(int_or_none(m.get("Status")) or 0, "unknown"), _member_role(m.get("Tags") or {}))
                  for m in src.members), key=lambda m: (m.role != "server", m.name)))
         checks = None
         if src.checks is not None:
@@ -295,10 +296,10 @@ def _servers(src: Sources, stats: dict[str, Any], local_is_leader: bool) -> tupl
                  "Voter": s.get("Voter", True)} for s in ap_servers.values()]
     else:
         base = []
-    leader_commit = _int(stats.get("commit_index")) if local_is_leader else None
+    leader_commit = int_or_none(stats.get("commit_index")) if local_is_leader else None
     if leader_commit is None:
         leader_ap = next((s for s in ap_servers.values() if s.get("Leader")), None)
-        leader_commit = _int(leader_ap.get("LastIndex")) if leader_ap else _int(stats.get("commit_index"))
+        leader_commit = int_or_none(leader_ap.get("LastIndex")) if leader_ap else int_or_none(stats.get("commit_index"))
     out = []
     for b in base:
         sid, name = str(b["ID"]), str(b["Name"])
@@ -310,13 +311,13 @@ def _servers(src: Sources, stats: dict[str, Any], local_is_leader: bool) -> tupl
         if ap and ap.get("SerfStatus"):
             serf = str(ap["SerfStatus"])
         if member is not None:
-            mstatus = MEMBER_STATUS.get(_int(member.get("Status")) or 0, "unknown")
+            mstatus = MEMBER_STATUS.get(int_or_none(member.get("Status")) or 0, "unknown")
             if serf == "unknown" or mstatus == "failed":
                 serf = mstatus
         address = str(b["Address"])
         is_leader = bool(src.leader) and address == src.leader
         state = "leader" if is_leader else "unknown" if src.leader is None else "follower"
-        last_index = _int(ap.get("LastIndex")) if ap else None
+        last_index = int_or_none(ap.get("LastIndex")) if ap else None
         reachable = ap is not None and serf != "failed" and (bool(last_index) or is_leader)
         trails = None
         if reachable and leader_commit is not None and last_index is not None:
@@ -325,7 +326,7 @@ def _servers(src: Sources, stats: dict[str, Any], local_is_leader: bool) -> tupl
             id=sid, name=name, address=address, state=state, voter=bool(b["Voter"]), serf=serf,
             healthy=None if ap is None else bool(ap.get("Healthy")),
             last_contact=str(ap.get("LastContact") or "") if ap else "",
-            last_term=(_int(ap.get("LastTerm")) or None) if ap else None, last_index=last_index, trails_by=trails,
+            last_term=(int_or_none(ap.get("LastTerm")) or None) if ap else None, last_index=last_index, trails_by=trails,
             stable_since=str(ap.get("StableSince") or "") if ap else ""))
     out.sort(key=lambda s: (s.state != "leader", s.name))
     return out, leader_commit
@@ -349,7 +350,7 @@ def _services(src: Sources, checks: tuple[CheckState, ...] | None) -> tuple[Serv
         name = str(e.get("ServiceName", ""))
         by_name.setdefault(name, []).append(Instance(
             service=name, id=sid, node=node, address=str(e.get("ServiceAddress") or e.get("Address") or ""),
-            port=_int(e.get("ServicePort")) or 0, tags=tuple(e.get("ServiceTags") or ()),
+            port=int_or_none(e.get("ServicePort")) or 0, tags=tuple(e.get("ServiceTags") or ()),
             status=worst(c.status for c in mine), checks=mine))
     return tuple(ServiceSummary(name, tuple(sorted(set((src.services or {}).get(name) or ()))),
                                 tuple(sorted(insts, key=lambda i: (i.node, i.id))))
@@ -369,7 +370,7 @@ def instances_from_health(entries: Iterable[dict[str, Any]]) -> list[Instance]:
         out.append(Instance(service=str(svc.get("Service", "")), id=str(svc.get("ID", "")),
                             node=str(node.get("Node", "")),
                             address=str(svc.get("Address") or node.get("Address") or ""),
-                            port=_int(svc.get("Port")) or 0, tags=tuple(svc.get("Tags") or ()),
+                            port=int_or_none(svc.get("Port")) or 0, tags=tuple(svc.get("Tags") or ()),
                             status=worst(c.status for c in checks), checks=checks))
     return sorted(out, key=lambda i: (i.node, i.id))
 

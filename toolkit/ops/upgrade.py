@@ -43,6 +43,7 @@ from typing import Any, Protocol
 
 from agent.durations import format_duration
 from toolkit.client import ConsulClient, ConsulError
+from toolkit.dash.model import MEMBER_STATUS, int_or_none
 
 __all__ = [
     "ALIVE", "ClusterAPI", "Clock", "ExecResult", "FakeClock", "Finding", "Gate", "GateResult", "HTTPCluster",
@@ -51,7 +52,6 @@ __all__ = [
 ]
 
 ALIVE = 1  # serf member status: 0 none, 1 alive, 2 leaving, 3 left, 4 failed
-STATUS_NAMES = {0: "none", 1: "alive", 2: "leaving", 3: "left", 4: "failed"}
 MAX_VERSION_STEPS = 20  # longer paths are summarised; nobody walks 20 releases in one sitting
 
 
@@ -115,13 +115,6 @@ def protocol_min_for(target: str, members: Iterable[Member], local: tuple[str, i
 # ------------------------------------------------------------------ the plan
 
 
-def _int(v: Any) -> int | None:
-    try:
-        return int(v)
-    except (TypeError, ValueError):
-        return None
-
-
 @dataclass(frozen=True, slots=True)
 class Member:
     """One ``/v1/agent/members`` entry, reduced to what an upgrade needs."""
@@ -143,12 +136,12 @@ class Member:
         return cls(name=str(m.get("Name", "")), address=str(m.get("Addr", "")),
                    role="server" if tags.get("role") == "consul" else "client",
                    build=str(tags.get("build", "")).split(":")[0], status=int(m.get("Status", 0)),
-                   vsn=_int(tags.get("vsn")), vsn_min=_int(tags.get("vsn_min")), vsn_max=_int(tags.get("vsn_max")),
-                   raft_vsn=_int(tags.get("raft_vsn")), port=_int(tags.get("port")))
+                   vsn=int_or_none(tags.get("vsn")), vsn_min=int_or_none(tags.get("vsn_min")), vsn_max=int_or_none(tags.get("vsn_max")),
+                   raft_vsn=int_or_none(tags.get("raft_vsn")), port=int_or_none(tags.get("port")))
 
     @property
     def status_name(self) -> str:
-        return STATUS_NAMES.get(self.status, "unknown")
+        return MEMBER_STATUS.get(self.status, "unknown")
 
 
 @dataclass(frozen=True, slots=True)
@@ -261,7 +254,7 @@ def build_plan(members_json: list[dict[str, Any]], raft_json: dict[str, Any] | N
                                     f"upgrade through {', '.join(via)} first", blocking=True))
 
     # (b) failure tolerance: a restart is a failure the cluster must survive.
-    tolerance = _int((health_json or {}).get("FailureTolerance")) if health_json is not None else None
+    tolerance = int_or_none((health_json or {}).get("FailureTolerance")) if health_json is not None else None
     n_servers = len(raft_servers) or len(servers)
     if n_servers == 1:
         warnings.append(Finding("no-failure-tolerance", "a single server: the cluster is unavailable while "
@@ -635,7 +628,7 @@ class Runner:
             return (f"refusing to restart {step.node}: autopilot health is unavailable, failure tolerance "
                     "unknown; use --force to go on")
         servers = len(health.get("Servers") or [])
-        if servers > 1 and _int(health.get("FailureTolerance")) == 0:
+        if servers > 1 and int_or_none(health.get("FailureTolerance")) == 0:
             sick = [s.get("Name") or s.get("Address") for s in health.get("Servers") or [] if not s.get("Healthy")]
             why = f" (unhealthy: {_names(map(str, sick))})" if sick else ""
             return (f"refusing to restart {step.node}: failure tolerance is 0 with {servers} servers{why}; "
