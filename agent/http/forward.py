@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 from aiohttp import web
 
 from agent.consensus import ConsensusError
-from agent.http.core import MAX_BODY, HTTPError
+from agent.http.core import MAX_BODY, HTTPError, read_body
 
 if TYPE_CHECKING:
     from agent.server import Agent
@@ -29,9 +29,7 @@ def is_local(path: str) -> bool:
 
 
 async def forward(agent: Agent, request: web.Request) -> web.StreamResponse:
-    body = await request.content.read(MAX_BODY + 1)
-    if len(body) > MAX_BODY:
-        raise HTTPError(413, f"Request body too large, max size: {MAX_BODY} bytes")
+    body = await read_body(request, MAX_BODY)  # the server applies its own, tighter limits (KV: 512 KiB)
     headers = {k: v for k, v in request.headers.items() if k.lower() in _FORWARDED_HEADERS}
     try:
         result = await agent.forward_http(request.method, request.path_qs, headers, body,
